@@ -329,19 +329,23 @@ def serve_metrics(port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, Thread]
 
 
 def reset_multiprocess_dir() -> None:
-    """Empty PROMETHEUS_MULTIPROC_DIR; call once in the parent before forking children.
+    """Delete other processes' files from PROMETHEUS_MULTIPROC_DIR before forking children.
 
-    Files left by a previous container run would otherwise be added to the new totals.
+    Files left by a previous run would otherwise be added to the new totals. This
+    process's own files are kept: they are already mapped (importing this module creates
+    them) and deleting them would silently drop its values. A tmpfs mount (as in
+    docker-compose.yml) makes this unnecessary.
     """
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory:
         return
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
+    own_suffix = f"_{os.getpid()}.db"
     for entry in path.iterdir():
         if entry.is_dir():
             shutil.rmtree(entry)
-        else:
+        elif not entry.name.endswith(own_suffix):
             entry.unlink()
 
 
