@@ -1,0 +1,50 @@
+"""Choosing a backend: Docker when an engine answers, else bubblewrap, else none at all.
+
+There is deliberately no "run it on the host" fallback: with neither backend the caller gets
+None and DISABLED_MESSAGE, and the run_code tool reports code execution as disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from sandbox.base import Sandbox, SandboxError
+from sandbox.bwrap_backend import BwrapSandbox
+from sandbox.docker_backend import DEFAULT_IMAGE, DockerSandbox
+
+log = logging.getLogger(__name__)
+
+DISABLED_MESSAGE = "code execution disabled: no Docker engine and no bubblewrap"
+BACKENDS = ("docker", "bwrap")
+
+
+def select_sandbox(env: Mapping[str, str] | None = None) -> Sandbox | None:
+    """Build the configured sandbox from SANDBOX_BACKEND / SANDBOX_IMAGE (operator config).
+
+    An explicitly requested backend that is unusable raises SandboxError, because silently
+    picking another one would hide a misconfiguration. With no choice made, Docker wins when
+    its engine answers a ping, then bubblewrap; otherwise None (and a warning) is returned.
+    """
+    env = os.environ if env is None else env
+    choice = env.get("SANDBOX_BACKEND", "").strip().lower()
+    image = env.get("SANDBOX_IMAGE", "").strip() or DEFAULT_IMAGE
+    if choice and choice not in (*BACKENDS, "auto"):
+        raise SandboxError(f"SANDBOX_BACKEND={choice!r}: expected one of docker, bwrap, auto")
+    if choice == "docker":
+        docker_box = DockerSandbox(image=image)
+        if not docker_box.ping():
+            raise SandboxError("SANDBOX_BACKEND=docker but no Docker engine answers (DOCKER_HOST?)")
+        return docker_box
+    if choice == "bwrap":
+        if not BwrapSandbox.available():
+            raise SandboxError("SANDBOX_BACKEND=bwrap but bubblewrap is missing or not permitted")
+        return BwrapSandbox()
+    docker_box = DockerSandbox(image=image)
+    if docker_box.ping():
+        return docker_box
+    if BwrapSandbox.available():
+        return BwrapSandbox()
+    log.warning(DISABLED_MESSAGE)
+    return None
