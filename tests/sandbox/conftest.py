@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.base import Sandbox
+from sandbox.base import Limits, Sandbox
 from sandbox.bwrap_backend import BwrapSandbox
+from sandbox.cgroups import Cgroup
 from sandbox.docker_backend import DEFAULT_IMAGE, DockerSandbox
 
 PODMAN_SOCK = Path("/tmp/podman.sock")
@@ -38,29 +39,41 @@ def _docker_status() -> tuple[DockerSandbox | None, str]:
     return box, "ok"
 
 
-def _bwrap_status() -> tuple[BwrapSandbox | None, str]:
+def _bwrap_status(use_cgroups: bool) -> tuple[BwrapSandbox | None, str]:
     if shutil.which("bwrap") is None:
         return None, "bubblewrap not installed (apt-get install bubblewrap)"
     if not BwrapSandbox.available():
         return None, "bubblewrap cannot create namespaces on this host"
-    return BwrapSandbox(), "ok"
+    box = BwrapSandbox(use_cgroups=use_cgroups)
+    if not use_cgroups:
+        return box, "ok (rlimits only)"
+    group = Cgroup.create(Limits()) if os.geteuid() == 0 else None
+    if group is None:
+        return box, "ok (no writable cgroups: rlimits only)"
+    group.remove()
+    return box, "ok (cgroups)"
 
 
+# "bwrap-rlimits" is the bubblewrap fallback for hosts without writable cgroups.
+BACKENDS = ("docker", "bwrap", "bwrap-rlimits")
 _STATUS: dict[str, tuple[Sandbox | None, str]] = {}
 
 
 def _status(name: str) -> tuple[Sandbox | None, str]:
     if name not in _STATUS:
-        _STATUS[name] = _docker_status() if name == "docker" else _bwrap_status()
+        if name == "docker":
+            _STATUS[name] = _docker_status()
+        else:
+            _STATUS[name] = _bwrap_status(use_cgroups=name == "bwrap")
     return _STATUS[name]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say up front which backends the escape suite will really exercise."""
-    return [f"sandbox {name}: {_status(name)[1]}" for name in ("docker", "bwrap")]
+    return [f"sandbox {name}: {_status(name)[1]}" for name in BACKENDS]
 
 
-@pytest.fixture(params=["docker", "bwrap"])
+@pytest.fixture(params=BACKENDS)
 def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     """Each real backend in turn; skipped (with the reason) where it cannot run."""
     box, reason = _status(request.param)

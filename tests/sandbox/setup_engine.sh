@@ -9,6 +9,7 @@ SOCK="${SANDBOX_PODMAN_SOCK:-/tmp/podman.sock}"
 IMAGE="${SANDBOX_IMAGE:-localhost/switchboard-sandbox:py3}"
 ROOTFS="${SANDBOX_ROOTFS_DIR:-/tmp/switchboard-sandbox-rootfs}"
 LOG="${SANDBOX_SETUP_LOG:-/tmp/switchboard-sandbox-setup.log}"
+RUNDIR="${SANDBOX_PODMAN_RUNDIR:-/tmp/switchboard-podman}"
 
 log() { echo "[setup_engine] $*"; }
 
@@ -52,7 +53,9 @@ ping_engine() {
 if ! ping_engine; then
     log "starting podman system service on unix://$SOCK"
     rm -f "$SOCK"
-    nohup podman system service --time=0 "unix://$SOCK" >>"$LOG" 2>&1 &
+    # Own working dir: conmon drops files such as "oom" into the service's cwd.
+    mkdir -p "$RUNDIR"
+    (cd "$RUNDIR" && exec nohup podman system service --time=0 "unix://$SOCK" >>"$LOG" 2>&1) &
     for _ in $(seq 1 50); do ping_engine && break; sleep 0.2; done
     ping_engine || log "podman service did not answer on $SOCK (see $LOG)"
 fi
