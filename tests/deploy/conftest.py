@@ -40,3 +40,8 @@ def promtool() -> str:
 @pytest.fixture(scope="session")
 def compose() -> str:
     return require_tool("docker-compose")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return require_tool("prometheus")
