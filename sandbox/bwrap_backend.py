@@ -183,7 +183,10 @@ def _child_setup(limits: Limits, group: Cgroup | None) -> Callable[[], None]:
         (resource.RLIMIT_NOFILE, 256),
     ]
     if group is None:  # no cgroup: the rlimits are the only caps on pids and memory
-        caps.append((resource.RLIMIT_NPROC, limits.pids))
+        # RLIMIT_NPROC counts every process of the uid on the host, so allow what that uid
+        # already runs plus the run's own budget.
+        uid = NOBODY if os.geteuid() == 0 and shutil.which("setpriv") else os.getuid()
+        caps.append((resource.RLIMIT_NPROC, limits.pids + _count_processes(uid)))
         caps.append((resource.RLIMIT_AS, limits.memory_bytes))
 
     def setup() -> None:
@@ -195,6 +198,18 @@ def _child_setup(limits: Limits, group: Cgroup | None) -> Callable[[], None]:
             resource.setrlimit(which, (value, value))
 
     return setup
+
+
+def _count_processes(uid: int) -> int:
+    """How many processes (threads count too, as for RLIMIT_NPROC) `uid` runs right now."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if os.stat(entry.path).st_uid == uid:
+                count += max(1, len(os.listdir(f"{entry.path}/task")))
+    return count
 
 
 def _drain(stream: IO[bytes], buf: OutputBuffer) -> None:

@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from sandbox.base import Limits, Sandbox
@@ -23,13 +24,15 @@ PODMAN_SOCK = Path("/tmp/podman.sock")
 
 def _docker_status() -> tuple[DockerSandbox | None, str]:
     """A ready Docker sandbox, or None and the reason it is not ready."""
-    if "DOCKER_HOST" not in os.environ and PODMAN_SOCK.exists():
-        os.environ["DOCKER_HOST"] = f"unix://{PODMAN_SOCK}"
     image = os.environ.get("SANDBOX_IMAGE") or DEFAULT_IMAGE
-    box = DockerSandbox(image=image)
+    host = os.environ.get("DOCKER_HOST")
+    if host is None and PODMAN_SOCK.exists():  # what setup_engine.sh starts
+        host = f"unix://{PODMAN_SOCK}"
+    client = docker.DockerClient(base_url=host, timeout=30) if host else None
+    box = DockerSandbox(image=image, client=client)
     if not box.ping():
         return None, (
-            f"no Docker engine answers at {os.environ.get('DOCKER_HOST', 'the default socket')}"
+            f"no Docker engine answers at {host or 'the default socket'}"
             " (run tests/sandbox/setup_engine.sh)"
         )
     try:
