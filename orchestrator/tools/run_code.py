@@ -113,9 +113,10 @@ def execute(
     *,
     on_outcome: OutcomeHook | None = None,
 ) -> dict[str, Any]:
-    """Handle one run_code tool call; always returns a dict for the tool message, never raises.
+    """Handle one run_code tool call and return the dict for the tool message.
 
-    Errors are returned as {"error": ...} so the model can read and correct them.
+    Bad arguments, a disabled sandbox and a broken backend come back as {"error": ...} so the
+    model can read and correct them; only unexpected bugs raise. `on_outcome` always fires.
     """
     backend = sandbox.name if sandbox is not None else "none"
     outcome = "failed"
