@@ -1,0 +1,126 @@
+"""The /agent grammar, shared by the console, Slack and Discord.
+
+/agent <request>
+/agent --team NAME <request>
+/agent status [RUN_ID]
+/agent abort RUN_ID
+/agent budget
+/agent teams
+/agent help
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+USAGE = """Usage:
+  /agent <request>                 start a run; a router picks the team
+  /agent --team NAME <request>     start a run with the named team
+  /agent status [RUN_ID]           a run's steps, spend and pending escalation (or recent runs)
+  /agent abort RUN_ID              abort a run (its requester or an approver)
+  /agent budget                    spend against each limit
+  /agent teams                     the teams and what they do
+  /agent help                      this text"""
+
+SUBCOMMANDS = ("status", "abort", "budget", "teams", "help")
+
+
+@dataclass(frozen=True)
+class StartRun:
+    request: str
+    team: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Abort:
+    run_id: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    pass
+
+
+@dataclass(frozen=True)
+class Teams:
+    pass
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+Command = StartRun | Status | Abort | Budget | Teams | Help
+
+
+class CommandError(ValueError):
+    """A one-line explanation; adapters show it with USAGE."""
+
+
+def _run_id(word: str) -> int:
+    try:
+        value = int(word.lstrip("#"))
+    except ValueError:
+        raise CommandError(f"{word!r} is not a run id (a number, like 42)") from None
+    if value <= 0:
+        raise CommandError(f"{word!r} is not a run id (a number, like 42)")
+    return value
+
+
+def parse(text: str) -> Command:
+    """Parse the text after `/agent` (Slack sends exactly that)."""
+    text = text.strip()
+    if not text:
+        raise CommandError("say what you need, for example: /agent summarise the design doc")
+    words = text.split()
+    head = words[0].lower()
+    rest = words[1:]
+    if head in ("help", "teams", "budget") and not rest:
+        return {"help": Help, "teams": Teams, "budget": Budget}[head]()
+    if head == "status" and len(rest) <= 1:
+        return Status(_run_id(rest[0]) if rest else None)
+    if head == "abort":
+        if len(rest) != 1:
+            raise CommandError("abort needs exactly one run id: /agent abort 42")
+        return Abort(_run_id(rest[0]))
+    if head.startswith("--"):
+        return _parse_team(text)
+    if len(words) == 1 and head.isalpha() and head not in SUBCOMMANDS:
+        raise CommandError(f"unknown sub-command {words[0]!r}")
+    return StartRun(text)
+
+
+def _parse_team(text: str) -> StartRun:
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    flag = words[0]
+    if flag.startswith("--team="):
+        team, request_words = flag.split("=", 1)[1], words[1:]
+    elif flag == "--team":
+        if len(words) < 2:
+            raise CommandError("--team needs a team name: /agent --team research <request>")
+        team, request_words = words[1], words[2:]
+    else:
+        raise CommandError(f"unknown option {flag!r}")
+    request = text.split(team, 1)[1].strip() if team in text else " ".join(request_words)
+    if not request:
+        raise CommandError(f"say what team {team!r} should do: /agent --team {team} <request>")
+    return StartRun(request, team)
+
+
+def parse_line(line: str) -> Command:
+    """Parse a console line, which must start with /agent."""
+    line = line.strip()
+    if line == "/agent" or line.startswith("/agent "):
+        return parse(line[len("/agent") :])
+    first = line.split()[0] if line else ""
+    raise CommandError(f"unknown command {first!r}; commands start with /agent")

@@ -1,0 +1,1 @@
+"""Every model call goes through the gateway (litellm), never around it."""

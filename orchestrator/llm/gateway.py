@@ -1,0 +1,276 @@
+"""The LLM gateway: tiers, budgets, retries, fallbacks, replay and the paid-call ledger.
+
+Order of a call: replay a recorded response for (run, step, call index) if there is one;
+otherwise check the budget against the projected cost; call litellm with retries
+(honouring Retry-After) and per-tier fallbacks; record the response at once, so a step
+re-executed after a crash replays it instead of paying again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
+os.environ.setdefault("LITELLM_LOG", "ERROR")
+
+import litellm
+
+from orchestrator.llm import scripted
+from orchestrator.teams import Tier
+
+log = logging.getLogger(__name__)
+
+logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+litellm.suppress_debug_info = True
+litellm.telemetry = False
+scripted.register()
+
+RETRYABLE = (
+    litellm.RateLimitError,
+    litellm.InternalServerError,
+    litellm.ServiceUnavailableError,
+    litellm.APIConnectionError,
+    litellm.Timeout,
+)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str
+    tool_calls: tuple[ToolCall, ...]
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_ms: float
+    replayed: bool = False
+
+    def assistant_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
+        return message
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "content": self.content,
+            "tool_calls": [c.__dict__ for c in self.tool_calls],
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """One model call of one step; `call_index` is deterministic within the step."""
+
+    run_id: int
+    step: int
+    call_index: int
+    tier: str
+    purpose: str
+    messages: list[dict[str, Any]]
+    team: str | None = None
+    channel: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What this call may still spend; None means unlimited."""
+
+    dollars: float | None = None
+    tokens: int | None = None
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, projected_usd: float, projected_tokens: int, budget: Budget) -> None:
+        super().__init__(
+            f"projected ${projected_usd:.4f} / {projected_tokens} tokens exceeds what is left "
+            f"(${budget.dollars if budget.dollars is not None else 'unlimited'}, "
+            f"{budget.tokens if budget.tokens is not None else 'unlimited'} tokens)"
+        )
+        self.projected_usd = projected_usd
+        self.projected_tokens = projected_tokens
+
+
+class ModelUnavailable(Exception):
+    """Every model of the tier failed for good; the step ends with a clear error."""
+
+
+class CallLedger(Protocol):
+    def recorded(self, run_id: int, step: int, call_index: int) -> Reply | None: ...
+
+    def record(
+        self, spec: CallSpec, model: str, request: dict[str, Any], reply: Reply
+    ) -> Reply: ...
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _reply_from(response: Any, model: str, latency_ms: float) -> Reply:
+    choice = response.choices[0].message
+    calls = tuple(
+        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+        for c in (getattr(choice, "tool_calls", None) or [])
+    )
+    usage = getattr(response, "usage", None)
+    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    if cost is None:
+        try:
+            cost = litellm.completion_cost(completion_response=response, model=model)
+        except Exception:  # unknown price: account tokens, cost stays 0
+            cost = 0.0
+    return Reply(
+        content=choice.content or "",
+        tool_calls=calls,
+        model=model,
+        tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
+        tokens_out=getattr(usage, "completion_tokens", 0) or 0,
+        cost_usd=float(cost or 0.0),
+        latency_ms=latency_ms,
+    )
+
+
+def projected_cost(
+    model: str, messages: list[dict[str, Any]], max_output_tokens: int
+) -> tuple[float, int]:
+    """Cost if the model uses its whole output allowance; unknown prices project zero dollars."""
+    try:
+        prompt_tokens = litellm.token_counter(model=model, messages=messages)
+    except Exception:
+        prompt_tokens = litellm.token_counter(model="gpt-3.5-turbo", messages=messages)
+    try:
+        cost_in, cost_out = litellm.cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=max_output_tokens
+        )
+        dollars = cost_in + cost_out
+    except Exception:
+        dollars = 0.0
+    return dollars, prompt_tokens + max_output_tokens
+
+
+Sleep = Callable[[float], Awaitable[None]]
+Observer = Callable[[CallSpec, Reply], None]
+
+
+class LLMGateway:
+    def __init__(
+        self,
+        tiers: dict[str, Tier],
+        ledger: CallLedger,
+        *,
+        timeout_s: float = 60.0,
+        retries: int = 4,
+        expected_output_tokens: int = 1024,
+        sleep: Sleep = asyncio.sleep,
+        observers: tuple[Observer, ...] = (),
+    ) -> None:
+        self.tiers = tiers
+        self.ledger = ledger
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.expected_output_tokens = expected_output_tokens
+        self._sleep = sleep
+        self._observers = observers
+
+    def model_for(self, tier: str) -> str:
+        return self.tiers[tier].model
+
+    async def complete(self, spec: CallSpec, budget: Budget | None = None) -> Reply:
+        recorded = await asyncio.to_thread(
+            self.ledger.recorded, spec.run_id, spec.step, spec.call_index
+        )
+        if recorded is not None:
+            return recorded
+        tier = self.tiers[spec.tier]
+        params = {**tier.params, **spec.params}
+        if budget is not None and (budget.dollars is not None or budget.tokens is not None):
+            max_out = int(params.get("max_tokens") or self.expected_output_tokens)
+            dollars, tokens = projected_cost(tier.model, spec.messages, max_out)
+            if (budget.dollars is not None and dollars > budget.dollars) or (
+                budget.tokens is not None and tokens > budget.tokens
+            ):
+                raise BudgetExceeded(dollars, tokens, budget)
+        last_error: Exception | None = None
+        for model in (tier.model, *tier.fallbacks):
+            try:
+                reply, request = await self._call_with_retries(model, tier, spec, params)
+            except RETRYABLE as exc:
+                last_error = exc
+                log.warning("model %s failed for good: %s", model, type(exc).__name__)
+                continue
+            except litellm.exceptions.APIError as exc:  # non-retryable (bad request, auth)
+                last_error = exc
+                log.warning("model %s refused the call: %s", model, type(exc).__name__)
+                continue
+            stored = await asyncio.to_thread(self.ledger.record, spec, model, request, reply)
+            for observe in self._observers:
+                observe(spec, stored)
+            return stored
+        raise ModelUnavailable(
+            f"tier {spec.tier!r}: every model failed "
+            f"({type(last_error).__name__}: {_short(last_error)})"
+        )
+
+    async def _call_with_retries(
+        self, model: str, tier: Tier, spec: CallSpec, params: dict[str, Any]
+    ) -> tuple[Reply, dict[str, Any]]:
+        request: dict[str, Any] = {"model": model, "messages": spec.messages, **params}
+        if spec.tools:
+            request["tools"] = spec.tools
+        extra: dict[str, Any] = {"timeout": self.timeout_s, "max_retries": 0}
+        if tier.api_base:
+            extra["api_base"] = tier.api_base
+        for attempt in range(self.retries + 1):
+            started = time.perf_counter()
+            try:
+                response = await litellm.acompletion(**request, **extra)
+            except RETRYABLE as exc:
+                if attempt >= self.retries:
+                    raise
+                delay = _retry_after(exc)
+                if delay is None:
+                    delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+                log.info("model %s: %s, retrying in %.2fs", model, type(exc).__name__, delay)
+                await self._sleep(delay)
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000
+            return _reply_from(response, model, latency_ms), request
+        raise AssertionError("unreachable")
+
+
+def _short(exc: Exception | None) -> str:
+    text = str(exc or "").strip().splitlines()
+    return (text[0] if text else "")[:200]

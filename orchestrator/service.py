@@ -1,0 +1,335 @@
+"""What adapters may ask of the core: start, inspect, abort, and decide escalations.
+
+Adapters call these with plain values and enqueue step tasks themselves (through tasks/),
+so the core never imports the queue or a chat SDK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import select, update
+
+from orchestrator.engine import partial_results
+from orchestrator.notices import Kind, Notice
+from orchestrator.store.models import Escalation, EscalationStatus, Run, RunStatus
+from orchestrator.store.repository import Store
+from orchestrator.teams import TeamsConfig
+
+
+class UserError(ValueError):
+    """Bad input from a chat user: the message is shown to them as is."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, where: used for authorisation and the audit trail."""
+
+    user: str
+    platform: str
+    channel: str | None = None
+    groups: tuple[str, ...] = ()  # Slack user groups or Discord roles the user holds
+
+
+class DecisionOutcome(StrEnum):
+    APPLIED = "applied"
+    UNAUTHORISED = "unauthorised"
+    ALREADY_DECIDED = "already_decided"
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    outcome: DecisionOutcome
+    message: str
+    run_id: int | None = None
+    resume_version: int | None = None  # set when a step must be enqueued
+
+
+def opened_notice(request: str, requester: str, team: str | None) -> Notice:
+    title = f"Run for {requester}: {request}"
+    return Notice(Kind.OPENED, 0, title, figures={"team": team or "routing"}, requester=requester)
+
+
+def validate_request(config: TeamsConfig, request: str, team: str | None) -> None:
+    if not request.strip():
+        raise UserError("The request is empty. Try: /agent <what you need>")
+    if team is not None and team not in config.teams:
+        known = ", ".join(sorted(config.teams))
+        raise UserError(f"Unknown team {team!r}. Teams: {known}")
+
+
+def start_run(
+    store: Store,
+    config: TeamsConfig,
+    *,
+    request: str,
+    team: str | None,
+    platform: str,
+    channel: str,
+    thread: str | None,
+    requester: str,
+    origin_key: str | None,
+) -> tuple[Run, bool]:
+    """Create the run (idempotent on origin_key); the caller enqueues its first step."""
+    validate_request(config, request, team)
+    return store.create_run(
+        origin_key=origin_key,
+        request=request.strip(),
+        team=team,
+        platform=platform,
+        channel=channel,
+        thread=thread,
+        requester=requester,
+        opened=opened_notice(request.strip(), requester, team),
+    )
+
+
+def may_approve(config: TeamsConfig, team: str | None, actor: Actor) -> bool:
+    if actor.platform == "console":
+        return True  # the console is the local operator's own terminal
+    approvers = config.approvers_for(team or "")
+    if actor.user in approvers.users:
+        return True
+    allowed_groups = set(approvers.slack_usergroups) | set(approvers.discord_roles)
+    return bool(allowed_groups & set(actor.groups))
+
+
+def decide(
+    store: Store, config: TeamsConfig, escalation_id: int, approve: bool, actor: Actor
+) -> DecisionResult:
+    """Apply Approve or Abort once: the first committed decision wins, later ones are refused."""
+    escalation = store.escalation(escalation_id)
+    if escalation is None:
+        return DecisionResult(DecisionOutcome.NOT_FOUND, f"There is no escalation {escalation_id}.")
+    run = store.get_run(escalation.run_id)
+    assert run is not None
+    action = "approve" if approve else "abort"
+    allowed = may_approve(config, run.team, actor) or (not approve and actor.user == run.requester)
+    if not allowed:
+        store.audit(
+            run_id=run.id,
+            escalation_id=escalation_id,
+            actor=actor.user,
+            platform=actor.platform,
+            channel=actor.channel,
+            action=action,
+            outcome="refused",
+            detail="not an approver",
+        )
+        what = "approve" if approve else "abort"
+        return DecisionResult(
+            DecisionOutcome.UNAUTHORISED,
+            f"You are not allowed to {what} run {run.id}; ask one of its approvers.",
+            run.id,
+        )
+    moment = datetime.now(UTC)
+    new_status = EscalationStatus.APPROVED if approve else EscalationStatus.ABORTED
+    with store.session() as session:
+        claimed = (
+            session.execute(
+                update(Escalation)
+                .where(
+                    Escalation.id == escalation_id, Escalation.status == EscalationStatus.PENDING
+                )
+                .values(
+                    status=new_status,
+                    decided_by=actor.user,
+                    decided_at=moment,
+                    decided_platform=actor.platform,
+                    decided_channel=actor.channel,
+                )
+            ).rowcount
+            == 1
+        )
+        if claimed:
+            run_row = session.get(Run, run.id)
+            assert run_row is not None
+            if approve:
+                grant = escalation.grant or {}
+                run_row.extra_steps += int(grant.get("steps", 0))
+                run_row.extra_tokens += int(grant.get("tokens", 0))
+                run_row.extra_dollars += float(grant.get("dollars", 0.0))
+                run_row.extra_seconds += float(grant.get("seconds", 0.0))
+                run_row.cleared_version = run_row.version
+                run_row.status = RunStatus.RUNNING
+            else:
+                run_row.status = RunStatus.ABORTED
+                run_row.error = f"Aborted by {actor.user}"
+            resume = run_row.version
+    if not claimed:
+        current = store.escalation(escalation_id)
+        assert current is not None
+        store.audit(
+            run_id=run.id,
+            escalation_id=escalation_id,
+            actor=actor.user,
+            platform=actor.platform,
+            channel=actor.channel,
+            action=action,
+            outcome="already_decided",
+        )
+        when = (
+            current.decided_at.strftime("%Y-%m-%d %H:%M UTC") if current.decided_at else "earlier"
+        )
+        return DecisionResult(
+            DecisionOutcome.ALREADY_DECIDED,
+            f"Already {current.status} by {current.decided_by} at {when}.",
+            run.id,
+        )
+    store.audit(
+        run_id=run.id,
+        escalation_id=escalation_id,
+        actor=actor.user,
+        platform=actor.platform,
+        channel=actor.channel,
+        action=action,
+        outcome=new_status,
+    )
+    _post_decision(store, escalation, new_status, actor.user, moment)
+    if approve:
+        return DecisionResult(
+            DecisionOutcome.APPLIED,
+            f"Approved by {actor.user}; run {run.id} resumes.",
+            run.id,
+            resume_version=resume,
+        )
+    _post_partial(store, run.id, f"Aborted by {actor.user}.")
+    return DecisionResult(DecisionOutcome.APPLIED, f"Run {run.id} aborted by {actor.user}.", run.id)
+
+
+def _post_decision(
+    store: Store, escalation: Escalation, status: str, who: str, when: datetime
+) -> None:
+    text = f"{status.capitalize()} by {who} at {when.strftime('%Y-%m-%d %H:%M UTC')}"
+    notice = Notice(
+        Kind.DECISION,
+        escalation.run_id,
+        text,
+        body=escalation.reason,
+        figures=dict(escalation.figures or {}),
+        escalation_id=escalation.id,
+        outcome=status,
+    )
+    store.add_notices(escalation.run_id, f"esc{escalation.id}", [notice])
+
+
+def _post_partial(store: Store, run_id: int, reason: str) -> None:
+    run = store.get_run(run_id)
+    assert run is not None
+    state = store.load_checkpoint(run_id, run.version) or {}
+    notice = Notice(
+        Kind.RESULT,
+        run_id,
+        "Aborted",
+        body=reason + partial_results(state),
+        outcome="aborted",
+        requester=run.requester,
+    )
+    store.add_notices(run_id, "aborted", [notice])
+
+
+def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> str:
+    """The requester or an approver may abort a run that has not ended."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise UserError(f"There is no run {run_id}.")
+    if actor.user != run.requester and not may_approve(config, run.team, actor):
+        store.audit(
+            run_id=run_id,
+            actor=actor.user,
+            platform=actor.platform,
+            channel=actor.channel,
+            action="abort",
+            outcome="refused",
+            detail="not the requester or an approver",
+        )
+        raise UserError(f"Only the requester or an approver can abort run {run_id}.")
+    if run.status in RunStatus.TERMINAL:
+        return f"Run {run_id} already ended ({run.status})."
+    moment = datetime.now(UTC)
+    with store.session() as session:
+        ended = (
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status.notin_(list(RunStatus.TERMINAL)))
+                .values(
+                    status=RunStatus.ABORTED, error=f"Aborted by {actor.user}", updated_at=moment
+                )
+            ).rowcount
+            == 1
+        )
+        pending = list(
+            session.scalars(
+                select(Escalation).where(
+                    Escalation.run_id == run_id, Escalation.status == EscalationStatus.PENDING
+                )
+            )
+        )
+        for escalation in pending:
+            escalation.status = EscalationStatus.ABORTED
+            escalation.decided_by, escalation.decided_at = actor.user, moment
+            escalation.decided_platform, escalation.decided_channel = actor.platform, actor.channel
+    if not ended:
+        return f"Run {run_id} already ended."
+    store.audit(
+        run_id=run_id,
+        actor=actor.user,
+        platform=actor.platform,
+        channel=actor.channel,
+        action="abort",
+        outcome="aborted",
+    )
+    for escalation in pending:
+        _post_decision(store, escalation, EscalationStatus.ABORTED, actor.user, moment)
+    _post_partial(store, run_id, f"Aborted by {actor.user}.")
+    return f"Run {run_id} aborted."
+
+
+def expire_escalations(store: Store, at: datetime | None = None) -> list[int]:
+    """Abort runs whose escalation went unanswered past its TTL (run by Celery beat)."""
+    expired = []
+    for escalation in store.due_escalations(at):
+        moment = datetime.now(UTC)
+        with store.session() as session:
+            claimed = (
+                session.execute(
+                    update(Escalation)
+                    .where(
+                        Escalation.id == escalation.id,
+                        Escalation.status == EscalationStatus.PENDING,
+                    )
+                    .values(
+                        status=EscalationStatus.EXPIRED,
+                        decided_by="switchboard",
+                        decided_at=moment,
+                        decided_platform="beat",
+                    )
+                ).rowcount
+                == 1
+            )
+            if claimed:
+                session.execute(
+                    update(Run)
+                    .where(Run.id == escalation.run_id)
+                    .values(status=RunStatus.ABORTED, error="Escalation expired unanswered")
+                )
+        if not claimed:
+            continue
+        store.audit(
+            run_id=escalation.run_id,
+            escalation_id=escalation.id,
+            actor="switchboard",
+            platform="beat",
+            channel=None,
+            action="expire",
+            outcome=EscalationStatus.EXPIRED,
+        )
+        _post_decision(store, escalation, EscalationStatus.EXPIRED, "switchboard", moment)
+        _post_partial(
+            store, escalation.run_id, "The escalation expired unanswered, so the run was aborted."
+        )
+        expired.append(escalation.id)
+    return expired

@@ -1,0 +1,489 @@
+"""The Store: the one place that reads and writes run state in the database.
+
+A step commits its checkpoint, step record, run row, escalation and outbox rows in one
+transaction; the unique (run, version) makes a duplicated commit fail and roll back whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator import state as st
+from orchestrator.llm.gateway import CallSpec, Reply, ToolCall
+from orchestrator.notices import Notice
+from orchestrator.store.db import session_factory
+from orchestrator.store.models import (
+    AuditEntry,
+    Checkpoint,
+    Escalation,
+    EscalationStatus,
+    InboundEvent,
+    LLMCall,
+    OutboxItem,
+    Run,
+    RunStatus,
+    Step,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewStep:
+    """Everything one step wants committed atomically."""
+
+    node: str
+    summary: str
+    state: st.State
+    run_status: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    answer: str | None = None
+    error: str | None = None
+    notices: tuple[Notice, ...] = ()
+    escalation: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    team: str | None = None
+
+
+@dataclass(frozen=True)
+class Spend:
+    tokens: int = 0
+    dollars: float = 0.0
+
+
+class Store:
+    def __init__(self, url: str, sessions: sessionmaker[Session] | None = None) -> None:
+        self.url = url
+        self.sessions = sessions or session_factory(url)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    # --- runs -------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        origin_key: str | None,
+        request: str,
+        team: str | None,
+        platform: str,
+        channel: str,
+        thread: str | None,
+        requester: str,
+        opened: Notice | None = None,
+    ) -> tuple[Run, bool]:
+        """Create a run with checkpoint 0, or return the one made for the same origin key."""
+        if origin_key is not None:
+            existing = self.run_by_origin(origin_key)
+            if existing is not None:
+                return existing, False
+        try:
+            with self.session() as session:
+                run = Run(
+                    origin_key=origin_key,
+                    request=request,
+                    team=team,
+                    platform=platform,
+                    channel=channel,
+                    thread=thread,
+                    requester=requester,
+                    status=RunStatus.QUEUED,
+                    version=0,
+                )
+                session.add(run)
+                session.flush()
+                initial = st.initial_state(
+                    request=request, team=team, next="supervisor" if team else "route"
+                )
+                session.add(Checkpoint(run_id=run.id, version=0, state=st.dumps(initial)))
+                if opened is not None:
+                    notice = Notice(**{**opened.__dict__, "run_id": run.id})
+                    self._add_outbox(session, run, 0, [notice])
+                session.flush()
+                session.refresh(run)
+                return run, True
+        except IntegrityError:
+            if origin_key is None:
+                raise
+            existing = self.run_by_origin(origin_key)
+            assert existing is not None
+            return existing, False
+
+    def run_by_origin(self, origin_key: str) -> Run | None:
+        with self.sessions() as session:
+            return session.scalar(select(Run).where(Run.origin_key == origin_key))
+
+    def get_run(self, run_id: int) -> Run | None:
+        with self.sessions() as session:
+            return session.get(Run, run_id)
+
+    def runs(self, ids: Iterable[int]) -> list[Run]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Run).where(Run.id.in_(list(ids)))))
+
+    def recent_runs(self, *, channel: str | None = None, limit: int = 10) -> list[Run]:
+        with self.sessions() as session:
+            query = select(Run).order_by(Run.id.desc()).limit(limit)
+            if channel is not None:
+                query = query.where(Run.channel == channel)
+            return list(session.scalars(query))
+
+    def acquire_lease(self, run_id: int, owner: str, ttl_s: float) -> bool:
+        """Atomically take the run's step lease; a redelivered copy of a step cannot run twice."""
+        moment = now()
+        with self.session() as session:
+            result = session.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    or_(
+                        Run.lease_until.is_(None),
+                        Run.lease_until < moment,
+                        Run.lease_owner == owner,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=moment + timedelta(seconds=ttl_s))
+            )
+            return result.rowcount == 1
+
+    def release_lease(self, run_id: int, owner: str) -> None:
+        with self.session() as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def lease_remaining(self, run_id: int) -> float:
+        run = self.get_run(run_id)
+        if run is None or run.lease_until is None:
+            return 0.0
+        return max(0.0, (run.lease_until - now()).total_seconds())
+
+    def stalled_runs(self, older_than_s: float) -> list[tuple[int, int]]:
+        """Runs that should be moving but have not for a while: their step task was lost."""
+        cutoff = now() - timedelta(seconds=older_than_s)
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Run.id, Run.version).where(
+                    Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+                    Run.updated_at < cutoff,
+                    or_(Run.lease_until.is_(None), Run.lease_until < now()),
+                )
+            )
+            return [(r.id, r.version) for r in rows]
+
+    def touch(self, run_id: int) -> None:
+        with self.session() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(updated_at=now()))
+
+    # --- checkpoints and steps -------------------------------------------------------
+
+    def load_checkpoint(self, run_id: int, version: int) -> st.State | None:
+        with self.sessions() as session:
+            text = session.scalar(
+                select(Checkpoint.state).where(
+                    Checkpoint.run_id == run_id, Checkpoint.version == version
+                )
+            )
+            return None if text is None else st.loads(text)
+
+    def commit_step(self, run_id: int, from_version: int, new: NewStep) -> bool:
+        """Commit checkpoint from_version+1 with its step, run update, escalation and outbox.
+
+        Returns False (and changes nothing) when another execution already advanced the run.
+        """
+        version = from_version + 1
+        moment = now()
+        try:
+            with self.session() as session:
+                values: dict[str, Any] = {
+                    "version": version,
+                    "status": new.run_status,
+                    "updated_at": moment,
+                }
+                if new.answer is not None:
+                    values["answer"] = new.answer
+                if new.error is not None:
+                    values["error"] = new.error
+                if new.team is not None:
+                    values["team"] = new.team
+                advanced = session.execute(
+                    update(Run)
+                    .where(
+                        Run.id == run_id,
+                        Run.version == from_version,
+                        Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+                    )
+                    .values(**values)
+                )
+                if advanced.rowcount != 1:
+                    session.rollback()
+                    return False
+                run = session.get(Run, run_id)
+                assert run is not None
+                session.add(Checkpoint(run_id=run_id, version=version, state=st.dumps(new.state)))
+                totals = session.execute(
+                    select(
+                        func.coalesce(func.sum(LLMCall.tokens_in), 0),
+                        func.coalesce(func.sum(LLMCall.tokens_out), 0),
+                        func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
+                        func.coalesce(func.sum(LLMCall.latency_ms), 0.0),
+                    ).where(LLMCall.run_id == run_id, LLMCall.step == version)
+                ).one()
+                session.add(
+                    Step(
+                        run_id=run_id,
+                        version=version,
+                        node=new.node,
+                        summary=new.summary,
+                        detail=new.detail,
+                        tokens_in=int(totals[0]),
+                        tokens_out=int(totals[1]),
+                        cost_usd=float(totals[2]),
+                        latency_ms=(moment - (new.started_at or moment)).total_seconds() * 1000,
+                        started_at=new.started_at or moment,
+                        finished_at=moment,
+                    )
+                )
+                notices = list(new.notices)
+                if new.escalation is not None:
+                    escalation = Escalation(run_id=run_id, version=version, **new.escalation)
+                    session.add(escalation)
+                    session.flush()
+                    notices = [
+                        Notice(
+                            **{
+                                **n.__dict__,
+                                "escalation_id": escalation.id,
+                                "actions": _with_escalation_id(n, escalation.id),
+                            }
+                        )
+                        if n.kind == "escalation"
+                        else n
+                        for n in notices
+                    ]
+                self._add_outbox(session, run, version, notices)
+            return True
+        except IntegrityError:
+            return False
+
+    def steps(self, run_id: int) -> list[Step]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.version))
+            )
+
+    # --- ledger -------------------------------------------------------------------------
+
+    def recorded(self, run_id: int, step: int, call_index: int) -> Reply | None:
+        with self.sessions() as session:
+            row = session.scalar(
+                select(LLMCall).where(
+                    LLMCall.run_id == run_id, LLMCall.step == step, LLMCall.call_index == call_index
+                )
+            )
+            return None if row is None else _reply_of(row, replayed=True)
+
+    def record(self, spec: CallSpec, model: str, request: dict[str, Any], reply: Reply) -> Reply:
+        """Insert the paid call; if a concurrent execution recorded it first, use theirs."""
+        try:
+            with self.session() as session:
+                session.add(
+                    LLMCall(
+                        run_id=spec.run_id,
+                        step=spec.step,
+                        call_index=spec.call_index,
+                        team=spec.team,
+                        channel=spec.channel,
+                        purpose=spec.purpose,
+                        tier=spec.tier,
+                        model=model,
+                        request=_jsonable(request),
+                        response=reply.to_json(),
+                        tokens_in=reply.tokens_in,
+                        tokens_out=reply.tokens_out,
+                        cost_usd=reply.cost_usd,
+                        latency_ms=reply.latency_ms,
+                    )
+                )
+            return reply
+        except IntegrityError:
+            existing = self.recorded(spec.run_id, spec.step, spec.call_index)
+            return existing or reply
+
+    def llm_calls(self, run_id: int) -> list[LLMCall]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(LLMCall)
+                    .where(LLMCall.run_id == run_id)
+                    .order_by(LLMCall.step, LLMCall.call_index)
+                )
+            )
+
+    def spend(
+        self,
+        *,
+        run_id: int | None = None,
+        team: str | None = None,
+        channel: str | None = None,
+        since: datetime | None = None,
+    ) -> Spend:
+        conditions = []
+        if run_id is not None:
+            conditions.append(LLMCall.run_id == run_id)
+        if team is not None:
+            conditions.append(LLMCall.team == team)
+        if channel is not None:
+            conditions.append(LLMCall.channel == channel)
+        if since is not None:
+            conditions.append(LLMCall.created_at >= since)
+        with self.sessions() as session:
+            tokens, dollars = session.execute(
+                select(
+                    func.coalesce(func.sum(LLMCall.tokens_in + LLMCall.tokens_out), 0),
+                    func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
+                ).where(and_(*conditions))
+            ).one()
+            return Spend(int(tokens), float(dollars))
+
+    # --- escalations --------------------------------------------------------------------
+
+    def escalation(self, escalation_id: int) -> Escalation | None:
+        with self.sessions() as session:
+            return session.get(Escalation, escalation_id)
+
+    def pending_escalations(self, run_id: int | None = None) -> list[Escalation]:
+        with self.sessions() as session:
+            query = select(Escalation).where(Escalation.status == EscalationStatus.PENDING)
+            if run_id is not None:
+                query = query.where(Escalation.run_id == run_id)
+            return list(session.scalars(query.order_by(Escalation.id)))
+
+    def due_escalations(self, at: datetime | None = None) -> list[Escalation]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Escalation).where(
+                        Escalation.status == EscalationStatus.PENDING,
+                        Escalation.expires_at <= (at or now()),
+                    )
+                )
+            )
+
+    def set_escalation_ref(self, escalation_id: int, ref: str) -> None:
+        with self.session() as session:
+            session.execute(
+                update(Escalation).where(Escalation.id == escalation_id).values(message_ref=ref)
+            )
+
+    def audit(self, **values: Any) -> None:
+        with self.session() as session:
+            session.add(AuditEntry(**values))
+
+    def audit_entries(self, run_id: int) -> list[AuditEntry]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(AuditEntry).where(AuditEntry.run_id == run_id).order_by(AuditEntry.id)
+                )
+            )
+
+    # --- inbound dedup ------------------------------------------------------------------
+
+    def first_delivery(self, key: str, platform: str) -> bool:
+        """True the first time a platform delivers this event; retries see False."""
+        try:
+            with self.session() as session:
+                session.add(InboundEvent(key=key, platform=platform))
+            return True
+        except IntegrityError:
+            return False
+
+    def forget_inbound_before(self, cutoff: datetime) -> int:
+        with self.session() as session:
+            from sqlalchemy import delete
+
+            return session.execute(
+                delete(InboundEvent).where(InboundEvent.created_at < cutoff)
+            ).rowcount
+
+    # --- outbox -------------------------------------------------------------------------
+
+    def _add_outbox(
+        self, session: Session, run: Run, version: int, notices: Iterable[Notice]
+    ) -> None:
+        counts: dict[str, int] = {}
+        for notice in notices:
+            index = counts.get(notice.kind, 0)
+            counts[notice.kind] = index + 1
+            session.add(
+                OutboxItem(
+                    key=f"{run.id}:{version}:{notice.kind}:{index}",
+                    run_id=run.id,
+                    platform=run.platform,
+                    channel=run.channel,
+                    kind=str(notice.kind),
+                    payload=notice.to_json(),
+                )
+            )
+
+    def add_notices(self, run_id: int, key_prefix: str, notices: Iterable[Notice]) -> None:
+        """Outbox rows outside a step (decisions, expiry); the key prefix makes them idempotent."""
+        try:
+            with self.session() as session:
+                run = session.get(Run, run_id)
+                assert run is not None
+                for index, notice in enumerate(notices):
+                    session.add(
+                        OutboxItem(
+                            key=f"{run_id}:{key_prefix}:{notice.kind}:{index}",
+                            run_id=run_id,
+                            platform=run.platform,
+                            channel=run.channel,
+                            kind=str(notice.kind),
+                            payload=notice.to_json(),
+                        )
+                    )
+        except IntegrityError:
+            pass
+
+
+def _with_escalation_id(notice: Notice, escalation_id: int) -> tuple[Any, ...]:
+    from orchestrator.notices import Action
+
+    return tuple(Action(**{**a.__dict__, "value": str(escalation_id)}) for a in notice.actions)
+
+
+def _reply_of(row: LLMCall, *, replayed: bool) -> Reply:
+    response = row.response or {}
+    return Reply(
+        content=response.get("content") or "",
+        tool_calls=tuple(ToolCall(**c) for c in response.get("tool_calls") or []),
+        model=row.model,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        cost_usd=row.cost_usd,
+        latency_ms=row.latency_ms,
+        replayed=replayed,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,111 @@
+"""Per-process wiring of the core for tasks: store, teams, gateway, engine, chat ports."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.engine import Engine
+from orchestrator.llm.gateway import LLMGateway
+from orchestrator.ports import ChatPort
+from orchestrator.settings import Settings, get_settings
+from orchestrator.store.repository import Store
+from orchestrator.teams import TeamsConfig, load_teams
+
+log = logging.getLogger(__name__)
+
+# Ports for platforms whose API a worker can reach on its own; resolved lazily by name so
+# tasks/ holds no import of bot/ (the console registers its port in-process instead).
+PORT_FACTORIES = {
+    "slack": "bot.slack.port:port_from_settings",
+    "discord": "bot.discord.port:port_from_settings",
+}
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    config: TeamsConfig
+    engine: Engine
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_ports: dict[str, ChatPort] = {}
+_port_failures: set[str] = set()
+
+
+def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
+    settings = settings or get_settings()
+    store = Store(settings.database_url)
+    config = load_teams(settings.teams_file)
+    gateway = LLMGateway(
+        config.tiers, store, timeout_s=settings.model_timeout_s, retries=settings.model_retries
+    )
+    if tools is None:
+        tools = _default_tools()
+    engine = Engine(
+        store,
+        gateway,
+        config,
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+        lease_s=settings.step_lease_s,
+        escalation_ttl_s=settings.escalation_ttl_s,
+        tools=tools,
+    )
+    return Runtime(settings, store, config, engine)
+
+
+def _default_tools() -> Any:
+    try:
+        module = importlib.import_module("orchestrator.tools")
+    except ImportError:
+        return None
+    factory = getattr(module, "toolbox_from_env", None)
+    return factory() if factory else None
+
+
+def get() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = build()
+        return _runtime
+
+
+def install(runtime: Runtime) -> None:
+    """Use an explicitly built runtime (the in-process mode and tests)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+
+
+def register_port(platform: str, port: ChatPort) -> None:
+    _ports[platform] = port
+
+
+def port_for(platform: str) -> ChatPort | None:
+    if platform in _ports:
+        return _ports[platform]
+    target = PORT_FACTORIES.get(platform)
+    if target is None or platform in _port_failures:
+        return None
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+        port = factory()
+    except Exception as exc:  # not configured in this process: someone else delivers
+        log.info("no %s chat port in this process: %s", platform, exc)
+        _port_failures.add(platform)
+        return None
+    if port is None:
+        _port_failures.add(platform)
+        return None
+    _ports[platform] = port
+    return port

@@ -1,0 +1,110 @@
+"""Step tasks: one task executes one unit of one run, then enqueues the next."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from orchestrator import service
+from orchestrator.engine import Outcome, StepOutcome
+from orchestrator.notices import Kind, Notice
+from orchestrator.store.models import RunStatus
+from tasks import bridge, runtime
+from tasks.app import app
+from tasks.notify import deliver_now
+
+log = logging.getLogger(__name__)
+
+MAX_STEP_RETRIES = 8
+
+
+@app.task(name="switchboard.start_run", bind=True, acks_late=True)
+def start_run(
+    self: Task,
+    *,
+    request: str,
+    team: str | None,
+    platform: str,
+    channel: str,
+    thread: str | None,
+    requester: str,
+    origin_key: str,
+) -> int:
+    """Create the run (once per origin key, however often this is delivered) and step it."""
+    rt = runtime.get()
+    run, _created = service.start_run(
+        rt.store,
+        rt.config,
+        request=request,
+        team=team,
+        platform=platform,
+        channel=channel,
+        thread=thread,
+        requester=requester,
+        origin_key=origin_key,
+    )
+    deliver_now(run.id, run.platform)
+    if run.version == 0 and run.status == RunStatus.QUEUED:
+        advance.delay(run.id, 0)
+    return run.id
+
+
+@app.task(name="switchboard.advance", bind=True, acks_late=True, max_retries=None)
+def advance(self: Task, run_id: int, version: int) -> str:
+    """Execute step `version` -> `version + 1` of a run; idempotent under redelivery."""
+    rt = runtime.get()
+    try:
+        outcome: StepOutcome = bridge.run(rt.engine.step(run_id, version))
+    except Exception as exc:
+        retries = self.request.retries or 0
+        if retries >= MAX_STEP_RETRIES:
+            log.exception("run %s step %s failed for good", run_id, version)
+            fail_run(run_id, f"Internal error after {retries} retries: {type(exc).__name__}")
+            return "failed"
+        log.warning("run %s step %s: %s; retrying", run_id, version, type(exc).__name__)
+        raise self.retry(exc=exc, countdown=min(60, 2**retries)) from exc
+    if outcome.outcome is Outcome.BUSY:
+        raise self.retry(countdown=outcome.retry_in, max_retries=None)
+    if outcome.outcome is Outcome.DUPLICATE:
+        return outcome.outcome
+    if outcome.outcome is Outcome.ADVANCED:
+        advance.delay(run_id, outcome.version)
+    run = rt.store.get_run(run_id)
+    if run is not None:
+        deliver_now(run_id, run.platform)
+    return outcome.outcome
+
+
+def fail_run(run_id: int, reason: str) -> None:
+    """End a run that cannot make progress, and say so in its thread."""
+    rt = runtime.get()
+    from sqlalchemy import update
+
+    from orchestrator.store.models import Run
+
+    with rt.store.session() as session:
+        changed = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status.notin_(list(RunStatus.TERMINAL)))
+            .values(status=RunStatus.FAILED, error=reason)
+        ).rowcount
+    if changed:
+        rt.store.add_notices(
+            run_id, "failed", [Notice(Kind.ERROR, run_id, "Failed", body=reason, outcome="failed")]
+        )
+
+
+@app.task(name="switchboard.resolve_escalation", bind=True, acks_late=True)
+def resolve_escalation(self: Task, escalation_id: int, approve: bool, actor: dict[str, Any]) -> str:
+    """Apply a decision from an adapter that prefers not to touch the database itself."""
+    rt = runtime.get()
+    result = service.decide(rt.store, rt.config, escalation_id, approve, service.Actor(**actor))
+    if result.resume_version is not None and result.run_id is not None:
+        advance.delay(result.run_id, result.resume_version)
+    if result.run_id is not None:
+        run = rt.store.get_run(result.run_id)
+        if run is not None:
+            deliver_now(run.id, run.platform)
+    return result.outcome
