@@ -1,0 +1,97 @@
+"""Shared fixtures: real PostgreSQL and Redis on localhost, a fresh database per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from orchestrator.store.db import upgrade
+from tests.support.services import ensure_postgres, ensure_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEAMS = ROOT / "teams" / "default.yaml"
+ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated database that each test's database is cloned from."""
+    ensure_postgres()
+    name = f"sb_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    upgrade(PG.format(name=name))
+    from orchestrator.store.db import _engines
+
+    engine = _engines.pop(PG.format(name=name))
+    engine.dispose()
+    yield name
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test, dropped afterwards."""
+    name = f"sb_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    url = PG.format(name=name)
+    yield url
+    from orchestrator.store.db import _engines
+
+    engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+    upgrade(url)
+    return url
+
+
+_redis_dbs = itertools.cycle(range(1, 16))
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A flushed Redis database index for this test."""
+    ensure_redis()
+    import redis
+
+    db = next(_redis_dbs)
+    redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+    return f"redis://127.0.0.1:6379/{db}"
+
+
+@pytest.fixture
+def make_teams(tmp_path: Path) -> Callable[..., Path]:
+    """Write a teams file: the default one, with tiers and per-team limits overridden."""
+
+    def make(*, limits: dict[str, Any] | None = None, tiers: dict[str, Any] | None = None,
+             approvers: dict[str, Any] | None = None, name: str = "teams.yaml") -> Path:
+        data = yaml.safe_load(DEFAULT_TEAMS.read_text())
+        if tiers:
+            data["tiers"] = tiers
+        for team in data["teams"].values():
+            team["limits"] = {**team.get("limits", {}), **(limits or {})}
+        if approvers is not None:
+            data["approvers"] = approvers
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return make

@@ -1,0 +1,60 @@
+"""Real Celery worker processes for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class WorkerProcess:
+    """`switchboard worker` in a subprocess; its log goes to a file the test can read."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, concurrency: int = 8, pool: str = "threads",
+                 name: str = "w1") -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.pool = pool
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "worker", f"--concurrency={self.concurrency}",
+             f"--pool={self.pool}", "--loglevel=INFO"],
+            env={**self.env, "CELERY_WORKER_NAME": self.name},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            if " ready." in text:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{text[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError("worker did not become ready")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, like an OOM kill or a pulled plug."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
