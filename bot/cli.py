@@ -61,6 +61,9 @@ def _setup_logging(default_level: str, *, json: bool | None = None) -> None:
     configure_logging(level, json=settings.log_json if json is None else json)
 
 
+DEMO_REQUEST = "/agent summarise the design of a chat-ops bot that fronts agent teams"
+
+
 @app.command()
 def chat(
     teams: TeamsOption = None,
@@ -70,6 +73,7 @@ def chat(
     wait_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for runs after piped input ends.")
     ] = 600,
+    demo: Annotated[bool, typer.Option("--demo", help="Start with an example request.")] = False,
 ) -> None:
     """Talk to the agent teams from the terminal (the console adapter).
 
@@ -110,6 +114,11 @@ def chat(
     interactive = sys.stdin.isatty()
     if interactive:
         session.say("Switchboard console. Type /agent help for commands, Ctrl-D to leave.")
+    if demo:
+        session.say(f"switchboard> {DEMO_REQUEST}")
+        session.handle(DEMO_REQUEST)
+        if interactive:
+            session.wait(wait_timeout)
     try:
         while True:
             try:

@@ -109,7 +109,11 @@ class ConsoleSession:
 
     def say(self, text: str) -> None:
         with self._print_lock:
-            print(text, file=self.out, flush=True)
+            try:
+                print(text, file=self.out, flush=True)
+            except BrokenPipeError:
+                # The reader went away (`| head`); runs are durable and resume on next start.
+                os._exit(0)
 
     def start(self) -> None:
         self._drainer.start()

@@ -315,6 +315,14 @@ class Engine:
         team = ctx.team
         assert team is not None
         updates = await self._summarise_if_needed(ctx, team)
+        inputs = await self._db(self.store.human_inputs, ctx.run.id, ctx.state.get("human_seen", 0))
+        if inputs:
+            update = {
+                "human_input": [f"{entry.actor}: {entry.detail}" for entry in inputs],
+                "human_seen": inputs[-1].id,
+            }
+            ctx.state = st.apply(ctx.state, [update])
+            updates.append(update)
         messages = prompts.supervisor_messages(team, ctx.state, team.limits.keep_last_messages)
         decision = None
         for attempt in range(PROTOCOL_ATTEMPTS):

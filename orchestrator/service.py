@@ -87,6 +87,24 @@ def start_run(
     )
 
 
+def add_human_input(store: Store, run_id: int, text: str, actor: Actor) -> None:
+    """A person's reply in the run's thread; the next supervisor step reads it."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise UserError(f"There is no run {run_id}.")
+    if run.status in RunStatus.TERMINAL:
+        raise UserError(f"Run {run_id} already ended ({run.status}); start a new one with /agent.")
+    store.audit(
+        run_id=run_id,
+        actor=actor.user,
+        platform=actor.platform,
+        channel=actor.channel,
+        action="human_input",
+        outcome="received",
+        detail=text.strip()[:4000],
+    )
+
+
 def may_approve(config: TeamsConfig, team: str | None, actor: Actor) -> bool:
     if actor.platform == "console":
         return True  # the console is the local operator's own terminal

@@ -64,6 +64,7 @@ CHANNELS: Mapping[str, Channel] = {
     "summarised_upto": Channel(last, lambda: 0),
     "answer": Channel(last, lambda: None),
     "human_input": Channel(append, list),
+    "human_seen": Channel(last, lambda: 0),
     "error": Channel(last, lambda: None),
 }
 

@@ -81,8 +81,13 @@ def redis_url() -> str:
 def make_teams(tmp_path: Path) -> Callable[..., Path]:
     """Write a teams file: the default one, with tiers and per-team limits overridden."""
 
-    def make(*, limits: dict[str, Any] | None = None, tiers: dict[str, Any] | None = None,
-             approvers: dict[str, Any] | None = None, name: str = "teams.yaml") -> Path:
+    def make(
+        *,
+        limits: dict[str, Any] | None = None,
+        tiers: dict[str, Any] | None = None,
+        approvers: dict[str, Any] | None = None,
+        name: str = "teams.yaml",
+    ) -> Path:
         data = yaml.safe_load(DEFAULT_TEAMS.read_text())
         if tiers:
             data["tiers"] = tiers

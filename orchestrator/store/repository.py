@@ -395,6 +395,20 @@ class Store:
         with self.session() as session:
             session.add(AuditEntry(**values))
 
+    def human_inputs(self, run_id: int, after_id: int) -> list[AuditEntry]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(AuditEntry)
+                    .where(
+                        AuditEntry.run_id == run_id,
+                        AuditEntry.action == "human_input",
+                        AuditEntry.id > after_id,
+                    )
+                    .order_by(AuditEntry.id)
+                )
+            )
+
     def audit_entries(self, run_id: int) -> list[AuditEntry]:
         with self.sessions() as session:
             return list(

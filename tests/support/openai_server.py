@@ -67,9 +67,13 @@ class OpenAIServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def fail_next(self, status: int, retry_after: float | None = None, message: str = "fail") -> None:
+    def fail_next(
+        self, status: int, retry_after: float | None = None, message: str = "fail"
+    ) -> None:
         headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
-        self.failures.append(Canned(status, {"error": {"message": message, "type": "test"}}, headers))
+        self.failures.append(
+            Canned(status, {"error": {"message": message, "type": "test"}}, headers)
+        )
 
     @property
     def completions(self) -> list[dict[str, Any]]:
@@ -85,17 +89,35 @@ class OpenAIServer:
         if self.delay_s:
             time.sleep(self.delay_s)
         params = {"tools": body["tools"]} if body.get("tools") else {}
-        response = self._scripted._respond(body.get("model", "test"), body.get("messages", []), params)
+        response = self._scripted._respond(
+            body.get("model", "test"), body.get("messages", []), params
+        )
         choice = response.choices[0]
-        message = choice.message.model_dump() if hasattr(choice.message, "model_dump") else dict(choice.message)
+        message = (
+            choice.message.model_dump()
+            if hasattr(choice.message, "model_dump")
+            else dict(choice.message)
+        )
         usage = response.usage
-        return 200, {
-            "id": f"chatcmpl-{len(self.requests)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", "test"),
-            "choices": [{"index": 0, "message": {k: v for k, v in message.items() if v is not None},
-                         "finish_reason": choice.finish_reason}],
-            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                      "total_tokens": usage.total_tokens},
-        }, {}
+        return (
+            200,
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "test"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {k: v for k, v in message.items() if v is not None},
+                        "finish_reason": choice.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "total_tokens": usage.total_tokens,
+                },
+            },
+            {},
+        )

@@ -32,7 +32,9 @@ def ensure_postgres() -> None:
     versions = sorted(os.listdir("/etc/postgresql")) if Path("/etc/postgresql").is_dir() else []
     if not versions:
         raise RuntimeError("PostgreSQL is not installed (no /etc/postgresql)")
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False
+    )
     if not _wait("127.0.0.1", 5432, 30):
         raise RuntimeError("PostgreSQL did not come up on 127.0.0.1:5432")
 
@@ -41,8 +43,24 @@ def start_redis(port: int = 6379) -> None:
     os.makedirs("/var/lib/redis", exist_ok=True)
     os.makedirs("/var/log/redis", exist_ok=True)
     subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(port),
-         "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"],
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ],
         check=False,
     )
     if not _wait("127.0.0.1", port, 30):

@@ -13,8 +13,15 @@ from pathlib import Path
 class WorkerProcess:
     """`switchboard worker` in a subprocess; its log goes to a file the test can read."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, concurrency: int = 8, pool: str = "threads",
-                 name: str = "w1") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        concurrency: int = 8,
+        pool: str = "threads",
+        name: str = "w1",
+    ) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.concurrency = concurrency
@@ -26,10 +33,19 @@ class WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "worker", f"--concurrency={self.concurrency}",
-             f"--pool={self.pool}", "--loglevel=INFO"],
+            [
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "worker",
+                f"--concurrency={self.concurrency}",
+                f"--pool={self.pool}",
+                "--loglevel=INFO",
+            ],
             env={**self.env, "CELERY_WORKER_NAME": self.name},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout

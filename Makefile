@@ -1,0 +1,37 @@
+# Newcomer entry points: `make demo` runs the product on its embedded default, `make test`
+# sets up what the tests need and runs them. Both create .venv on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint services venv clean bench
+
+$(BIN)/switchboard: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/switchboard
+
+demo: venv
+	$(BIN)/switchboard chat --demo
+
+services:
+	bash tests/setup_services.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: venv services lint
+	$(BIN)/pytest
+
+bench: venv
+	$(BIN)/python bench/step_overhead.py
+	$(BIN)/python bench/concurrency.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache switchboard.db*
