@@ -6,6 +6,10 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 # --- build: install the project and its dependencies into a virtualenv -------------------
 FROM ${PYTHON_IMAGE} AS build
+# Optional private package mirror for air-gapped builds (build-time only, not in the image).
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -69,7 +69,7 @@ def test_commands_and_environment(services: dict) -> None:
         "migrate": ["db", "upgrade"],
         "worker": ["worker"],
         "beat": ["beat"],
-        "slack": ["slack"],
+        "slack": ["slack", "--port", "3000"],
         "discord": ["discord"],
     }
     for name, command in expected.items():
