@@ -1,0 +1,1 @@
+"""The Slack adapter: Bolt (AsyncApp) inbound, a WebClient ChatPort outbound, Block Kit."""

@@ -1,0 +1,323 @@
+"""Inbound Slack: the Bolt AsyncApp, its listeners, and their translation into core calls.
+
+Why async: Bolt's AsyncApp serves many Slack requests on one event loop, which matters for
+the 3-second ack budget; the core store is synchronous SQLAlchemy, so every store call goes
+through asyncio.to_thread (short transactions, no model calls: nothing here waits on a model).
+
+Why process_before_response=True: a listener finishes before Slack gets its answer, so an
+event whose enqueue failed gets a 500 and Slack retries it, instead of being acked and lost.
+Listeners stay well inside the 3 seconds: queue sends have a deadline and nothing else is slow.
+Deduplication: an event id is recorded in the database only *after* its work is enqueued; a
+retry of a processed event is skipped, a retry of an unprocessed one is processed, and runs
+are created idempotently on an origin key, so a retry racing the first delivery makes no twin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import or_, select
+
+from bot import commands
+from bot.slack.directory import UserGroups
+from bot.slack.port import PLATFORM, SlackSettings, error_code
+from bot.slack.queue import Queue
+from bot.slack.render import escape
+from orchestrator import reports, service
+from orchestrator.notices import ABORT, APPROVE
+from orchestrator.store.models import InboundEvent, Run
+from orchestrator.store.repository import Store
+from orchestrator.teams import TeamsConfig
+from orchestrator.telemetry.metrics import CHAT_API_ERRORS
+
+log = logging.getLogger(__name__)
+
+NOT_IN_CHANNEL = (
+    "I am not a member of this channel, so I cannot post the run here. "
+    "Invite me first (`/invite @Switchboard`), or run the command in a channel I am in."
+)
+QUEUE_DOWN = (
+    "I could not queue that: the task queue is not answering. Nothing was started; "
+    "try again in a minute, and tell your Switchboard operator if it persists."
+)
+_BOT_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(\|[^>]*)?>")
+
+
+@dataclass(frozen=True)
+class Core:
+    """What the listeners need from the rest of Switchboard: plain values, no globals."""
+
+    store: Store
+    config: TeamsConfig
+    queue: Queue
+    enqueue_timeout_s: float = 2.0
+    check_timeout_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    started: bool = False  # a run was queued: its opening message will speak for us
+
+
+def _code(text: str) -> str:
+    return f"```{escape(text)}```"
+
+
+class Listeners:
+    """The adapter's logic, kept apart from Bolt's registration so each part reads alone."""
+
+    def __init__(self, core: Core, client: AsyncWebClient) -> None:
+        self.core = core
+        self.client = client
+        self.groups = UserGroups(client)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def _enqueue(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> bool:
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(fn, *args, **kwargs), self.core.enqueue_timeout_s
+            )
+            return True
+        except Exception as exc:  # broker down or slow: say so instead of missing the ack
+            log.warning("enqueue %s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
+            return False
+
+    def _processed(self, key: str) -> bool:
+        with self.core.store.sessions() as session:
+            return session.get(InboundEvent, key) is not None
+
+    def _run_in_thread(self, channel: str, thread_ts: str) -> Run | None:
+        with self.core.store.sessions() as session:
+            return session.scalar(
+                select(Run)
+                .where(
+                    Run.platform == PLATFORM,
+                    Run.channel == channel,
+                    or_(Run.thread == thread_ts, Run.opened_ref == thread_ts),
+                )
+                .order_by(Run.id.desc())
+                .limit(1)
+            )
+
+    async def _ephemeral(self, channel: str, user: str, text: str, thread: str | None) -> None:
+        try:
+            await self.client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread
+            )
+        except SlackApiError as exc:
+            CHAT_API_ERRORS.labels(PLATFORM, error_code(exc)).inc()
+            log.warning("ephemeral reply in %s failed: %s", channel, error_code(exc))
+
+    async def _membership_problem(self, channel: str) -> str | None:
+        """NOT_IN_CHANNEL when Slack says the bot cannot post here; None if fine or unknown."""
+        try:
+            response = await asyncio.wait_for(
+                self.client.conversations_info(channel=channel), self.core.check_timeout_s
+            )
+        except SlackApiError as exc:
+            return NOT_IN_CHANNEL if error_code(exc) == "channel_not_found" else None
+        except Exception:  # a slow or failing check must not block the command
+            return None
+        info = response.get("channel") or {}
+        if info.get("is_im") or info.get("is_member", True):
+            return None
+        return NOT_IN_CHANNEL
+
+    # --- the grammar -------------------------------------------------------------------------
+
+    async def execute(
+        self, text: str, *, user: str, channel: str, thread: str | None, origin: str
+    ) -> Reply:
+        """Run one /agent command; the reply is what the user should see (ephemerally)."""
+        try:
+            command = commands.parse(text)
+        except commands.CommandError as exc:
+            return Reply(f"{exc}\n{_code(commands.USAGE)}")
+        core = self.core
+        try:
+            if isinstance(command, commands.StartRun):
+                return await self._start(command, user, channel, thread, origin)
+            if isinstance(command, commands.Status):
+                report = await self._db(
+                    reports.status_text, core.store, command.run_id, channel=channel
+                )
+                return Reply(_code(report))
+            if isinstance(command, commands.Abort):
+                actor = service.Actor(user, PLATFORM, channel, await self.groups.groups_of(user))
+                message = await self._db(
+                    service.abort_run, core.store, core.config, command.run_id, actor
+                )
+                await self._enqueue(core.queue.notify, [command.run_id])
+                return Reply(message)
+            if isinstance(command, commands.Budget):
+                report = await self._db(
+                    reports.budget_text, core.store, core.config, channel=channel
+                )
+                return Reply(_code(report))
+            if isinstance(command, commands.Teams):
+                return Reply(_code(reports.teams_text(core.config)))
+            return Reply(_code(commands.USAGE))
+        except service.UserError as exc:
+            return Reply(str(exc))
+
+    async def _start(
+        self,
+        command: commands.StartRun,
+        user: str,
+        channel: str,
+        thread: str | None,
+        origin: str,
+    ) -> Reply:
+        service.validate_request(self.core.config, command.request, command.team)
+        problem = await self._membership_problem(channel)
+        if problem:
+            return Reply(problem)
+        queued = await self._enqueue(
+            self.core.queue.start_run,
+            request=command.request,
+            team=command.team,
+            platform=PLATFORM,
+            channel=channel,
+            thread=thread,
+            requester=user,
+            origin_key=origin,
+        )
+        if not queued:
+            return Reply(QUEUE_DOWN)
+        team = f"team {command.team}" if command.team else "a router picks the team"
+        where = "in this thread" if thread else "in this channel"
+        return Reply(
+            f"Queued ({team}): {escape(command.request[:300])}\nThe run opens {where} shortly.",
+            started=True,
+        )
+
+    # --- listeners -------------------------------------------------------------------------
+
+    async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        reply = await self.execute(
+            command.get("text") or "",
+            user=command["user_id"],
+            channel=command["channel_id"],
+            thread=None,
+            origin=f"slack:cmd:{command.get('trigger_id') or command.get('command_ts', '')}",
+        )
+        await ack(response_type="ephemeral", text=reply.text)
+
+    async def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        key = f"slack:event:{body.get('event_id') or event.get('client_msg_id') or event['ts']}"
+        if await self._db(self._processed, key):
+            log.info("skipping %s: already processed", key)
+            return
+        await self._mention(event, body.get("authorizations") or [])
+        await self._db(self.core.store.first_delivery, key, PLATFORM)
+
+    async def _mention(self, event: dict[str, Any], authorizations: list[dict[str, Any]]) -> None:
+        channel, user, ts = event["channel"], event.get("user") or "", event["ts"]
+        text = _BOT_MENTION.sub("", event.get("text") or "", count=1).strip()
+        thread_ts = event.get("thread_ts")
+        if thread_ts and thread_ts != ts:
+            run = await self._db(self._run_in_thread, channel, thread_ts)
+            if run is not None:
+                actor = service.Actor(user, PLATFORM, channel)
+                try:
+                    await self._db(service.add_human_input, self.core.store, run.id, text, actor)
+                    message = f"Noted for run {run.id}; the supervisor reads it at its next step."
+                except service.UserError as exc:
+                    message = str(exc)
+                await self._ephemeral(channel, user, message, thread_ts)
+                return
+        reply = await self.execute(
+            text,
+            user=user,
+            channel=channel,
+            thread=thread_ts or ts,
+            origin=f"slack:msg:{channel}:{ts}",
+        )
+        if reply.text == QUEUE_DOWN:
+            raise RuntimeError("queue down; let Slack retry this event")
+        if not reply.started:
+            await self._ephemeral(channel, user, reply.text, thread_ts or ts)
+
+    async def on_decision(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await ack()
+        approve = action.get("action_id") == APPROVE
+        user = body["user"]["id"]
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+            "channel_id", ""
+        )
+        message = body.get("message") or {}
+        thread = message.get("thread_ts") or message.get("ts")
+        try:
+            escalation_id = int(action.get("value") or "")
+        except ValueError:
+            await self._ephemeral(channel, user, "That button carries no escalation id.", thread)
+            return
+        actor = service.Actor(user, PLATFORM, channel, await self.groups.groups_of(user))
+        core = self.core
+        result = await self._db(
+            service.decide, core.store, core.config, escalation_id, approve, actor
+        )
+        if result.outcome != service.DecisionOutcome.APPLIED:
+            await self._ephemeral(channel, user, result.message, thread)
+            return
+        assert result.run_id is not None
+        if result.resume_version is not None and not await self._enqueue(
+            core.queue.advance, result.run_id, result.resume_version
+        ):
+            await self._ephemeral(
+                channel,
+                user,
+                f"Approved, but the task queue is not answering; run {result.run_id} "
+                "resumes by itself once it is back.",
+                thread,
+            )
+        # The decision notice updates the escalation message; deliver it now, not after a step.
+        await self._enqueue(core.queue.notify, [result.run_id])
+
+
+def build_app(core: Core, settings: SlackSettings, *, socket_mode: bool = False) -> AsyncApp:
+    """The Bolt app with every Switchboard listener registered."""
+    client = AsyncWebClient(token=settings.bot_token, base_url=settings.api_url, timeout=10)
+    app = AsyncApp(
+        client=client,
+        signing_secret=settings.signing_secret or "",
+        process_before_response=True,
+        request_verification_enabled=not socket_mode,
+    )
+    listeners = Listeners(core, client)
+
+    @app.command("/agent")
+    async def agent_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+        await listeners.on_command(ack, command)
+
+    @app.action(APPROVE)
+    @app.action(ABORT)
+    async def escalation_button(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await listeners.on_decision(ack, body, action)
+
+    @app.event("app_mention")
+    async def app_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
+        await listeners.on_mention(body, event)
+
+    @app.event("message")
+    async def ignore_messages() -> None:
+        """Plain channel messages are not for us; acknowledging them keeps Bolt quiet."""
+
+    return app

@@ -1,0 +1,185 @@
+"""A local Slack Web API for tests: records calls, answers like Slack, fails on request.
+
+It speaks the methods the adapter uses (auth.test, chat.postMessage, chat.update,
+chat.postEphemeral, conversations.info, usergroups.list), can answer the next call of a
+method with HTTP 429 + Retry-After or with a Slack error such as `not_in_channel`, and
+binds port 0. Point a WebClient at `.url` (SLACK_API_URL).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+BOT_USER = "UBOTSWITCH"
+TEAM = "T0TESTTEAM"
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float
+    status: int = 200
+    error: str | None = None
+
+    @property
+    def channel(self) -> str | None:
+        return self.params.get("channel")
+
+    def texts(self) -> list[str]:
+        """Text of every section block, in order (the fallback text when there are none)."""
+        blocks = self.params.get("blocks") or []
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        texts = [b["text"]["text"] for b in blocks if b.get("type") == "section" and "text" in b]
+        return texts or [self.params.get("text") or ""]
+
+    def blocks(self) -> list[dict[str, Any]]:
+        blocks = self.params.get("blocks") or []
+        return json.loads(blocks) if isinstance(blocks, str) else blocks
+
+
+@dataclass
+class _Failure:
+    status: int
+    error: str
+    retry_after: float | None = None
+
+
+@dataclass
+class FakeSlack:
+    usergroups: dict[str, list[str]] = field(default_factory=dict)
+    not_member: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.calls: list[Call] = []
+        self._failures: dict[str, deque[_Failure]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._ts = itertools.count(1)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length).decode()
+                if "json" in (self.headers.get("content-type") or ""):
+                    params = json.loads(raw or "{}")
+                else:
+                    params = dict(parse_qsl(raw))
+                method = self.path.rsplit("/", 1)[-1].split("?")[0]
+                status, body, headers = outer._answer(method, params)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/api/"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeSlack:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # --- test controls -----------------------------------------------------------------------
+
+    def fail_next(
+        self, method: str, status: int = 429, *, error: str = "ratelimited", retry_after: float = 1
+    ) -> None:
+        """The next call of `method` fails: 429 with Retry-After, or 200 with ok=false."""
+        self._failures[method].append(_Failure(status, error, retry_after))
+
+    def calls_to(self, method: str, channel: str | None = None) -> list[Call]:
+        with self._lock:
+            return [
+                c
+                for c in self.calls
+                if c.method == method
+                and (channel is None or c.channel == channel)
+                and c.error is None
+            ]
+
+    def all_calls(self, channel: str | None = None) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if channel is None or c.channel == channel]
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0, what: str = "calls") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; calls: {self.calls[-20:]}")
+
+    # --- the API -------------------------------------------------------------------------------
+
+    def _answer(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict]:
+        now = time.monotonic()
+        with self._lock:
+            failure = self._failures[method].popleft() if self._failures[method] else None
+            if failure is not None:
+                self.calls.append(Call(method, params, now, failure.status, failure.error))
+                headers = {}
+                if failure.status == 429:
+                    headers["Retry-After"] = str(int(failure.retry_after or 1))
+                return failure.status, {"ok": False, "error": failure.error}, headers
+            channel = params.get("channel")
+            if method in ("chat.postMessage", "chat.update") and channel in self.not_member:
+                self.calls.append(Call(method, params, now, 200, "not_in_channel"))
+                return 200, {"ok": False, "error": "not_in_channel"}, {}
+            self.calls.append(Call(method, params, now))
+            ts = f"1700000000.{next(self._ts):06d}"
+        if method == "auth.test":
+            return (
+                200,
+                {
+                    "ok": True,
+                    "url": "https://test.slack.com/",
+                    "team": "Test",
+                    "user": "switchboard",
+                    "team_id": TEAM,
+                    "user_id": BOT_USER,
+                    "bot_id": "BBOTSWITCH",
+                    "is_enterprise_install": False,
+                },
+                {},
+            )
+        if method == "chat.postMessage":
+            message = {"ts": ts, "text": params.get("text"), "thread_ts": params.get("thread_ts")}
+            return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}, {}
+        if method == "chat.update":
+            return 200, {"ok": True, "channel": channel, "ts": params.get("ts")}, {}
+        if method == "chat.postEphemeral":
+            return 200, {"ok": True, "message_ts": ts}, {}
+        if method == "conversations.info":
+            member = channel not in self.not_member
+            return 200, {"ok": True, "channel": {"id": channel, "is_member": member}}, {}
+        if method == "usergroups.list":
+            groups = [{"id": g, "users": users} for g, users in self.usergroups.items()]
+            return 200, {"ok": True, "usergroups": groups}, {}
+        return 200, {"ok": False, "error": "unknown_method"}, {}
