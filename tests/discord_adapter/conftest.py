@@ -1,0 +1,126 @@
+"""A Discord harness: the real bot client and port, a local Discord, the embedded queue."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import discord.http
+import pytest
+
+from bot.discord.app import SwitchboardBot, queue_services
+from bot.discord.port import DiscordPort, port_from_settings
+from orchestrator.settings import Settings
+from orchestrator.store.models import Run
+from orchestrator.store.repository import Store
+from orchestrator.teams import load_teams
+from tasks import bridge, runtime
+from tasks.inprocess import EmbeddedWorker
+from tests.discord_adapter.fake_discord import GUILD, FakeDiscord, LoopThread
+
+APPROVER_ROLE = "1100000000000000777"
+
+
+@pytest.fixture(scope="session")
+def embedded_worker() -> Iterator[EmbeddedWorker]:
+    """One in-process Celery worker (memory transport) for the whole session."""
+    worker = EmbeddedWorker(concurrency=8, periodic_every_s=3600)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+class Harness:
+    """Drives the bot as Discord would: gateway events in, REST calls recorded."""
+
+    def __init__(self, fake: FakeDiscord, store: Store, teams_file: Path) -> None:
+        self.fake = fake
+        self.store = store
+        self.config = load_teams(teams_file)
+        self.loop = LoopThread("bot-loop")
+        self.bot: SwitchboardBot | None = None
+
+    def start_bot(self) -> SwitchboardBot:
+        """A fresh client, as after a process start: login runs setup_hook (items, sync)."""
+        self.bot = SwitchboardBot(queue_services(self.store, self.config), guild_id=int(GUILD))
+        self.loop.run(self.bot.login("test-token"))
+        return self.bot
+
+    def restart_bot(self) -> SwitchboardBot:
+        assert self.bot is not None
+        self.loop.run(self.bot.close())
+        return self.start_bot()
+
+    def dispatch(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Feed an INTERACTION_CREATE through discord.py's own parser, like the gateway."""
+        assert self.bot is not None
+        self.loop.call(self.bot._connection.parse_interaction_create, payload)
+        return payload
+
+    def run(self, run_id: int) -> Run:
+        run = self.store.get_run(run_id)
+        assert run is not None
+        return run
+
+    def wait_run(self, run_id: int, predicate: Callable[[Run], bool], timeout: float = 30) -> Run:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(run_id)
+            if predicate(run):
+                return run
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id} stuck at {self.run(run_id).status}")
+
+    def followups(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """Follow-up messages sent with this interaction's token."""
+        return [c.body for c in self.fake.find("POST", "/webhooks/") if payload["token"] in c.path]
+
+    def callback(self, payload: dict[str, Any]) -> dict[str, Any]:
+        calls = self.fake.wait_for(
+            lambda: self.fake.find("POST", f"/interactions/{payload['id']}/"),
+            what=f"a response to interaction {payload['id']}",
+        )
+        return calls[0].body
+
+    def close(self) -> None:
+        if self.bot is not None:
+            self.loop.run(self.bot.close())
+        self.loop.stop()
+
+
+@pytest.fixture
+def make_harness(
+    pg_url: str,
+    make_teams: Callable[..., Path],
+    embedded_worker: EmbeddedWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[..., Harness]]:
+    """Build a harness over a fresh database with a teams file of the test's choosing."""
+    made: list[tuple[Harness, DiscordPort]] = []
+    fake = FakeDiscord()
+    monkeypatch.setattr(discord.http.Route, "BASE", f"{fake.url}/api/v10")
+    monkeypatch.setenv("DISCORD_TOKEN", "test-token")
+
+    def make(**teams: Any) -> Harness:
+        teams_file = make_teams(
+            approvers={"users": [], "slack_usergroups": [], "discord_roles": [APPROVER_ROLE]},
+            **teams,
+        )
+        settings = Settings(database_url=pg_url, teams_file=teams_file)
+        runtime.install(runtime.build(settings))
+        port = port_from_settings()  # the worker's port, on the tasks.bridge loop
+        assert port is not None
+        runtime.register_port("discord", port)
+        harness = Harness(fake, Store(pg_url), teams_file)
+        harness.start_bot()
+        made.append((harness, port))
+        return harness
+
+    yield make
+    for harness, port in made:
+        harness.close()
+        bridge.run(port.http.close())
+    runtime._ports.pop("discord", None)
+    fake.close()

@@ -1,0 +1,60 @@
+"""`/agent run` end to end: defer, enqueue, a thread with progress edits and the answer."""
+
+from __future__ import annotations
+
+from bot.discord.render import split_text
+from orchestrator.store.models import RunStatus
+from tests.discord_adapter.fake_discord import CHANNEL, member, slash
+
+ALICE = "1100000000000000101"
+
+
+def test_run_defers_enqueues_and_answers_in_a_thread(make_harness):
+    h = make_harness()
+    sync = h.fake.find("PUT", "/guilds/")
+    assert sync and sync[0].body[0]["name"] == "agent"
+    subs = {o["name"] for o in sync[0].body[0]["options"]}
+    assert subs == {"run", "status", "abort", "budget", "teams", "help"}
+
+    payload = h.dispatch(
+        slash(member(ALICE, "alice", []), "run", {"request": "summarise the design doc",
+                                                   "team": "research"})
+    )  # fmt: skip
+    callback = h.callback(payload)
+    assert callback["type"] == 5 and callback["data"]["flags"] & 64  # deferred, ephemeral
+    follow = h.fake.wait_for(lambda: h.followups(payload), what="the follow-up")[0]
+    run_id = int(follow["content"].split("#", 1)[1].split()[0])
+    assert follow["flags"] & 64
+
+    run = h.wait_run(run_id, lambda r: r.status == RunStatus.FINISHED)
+    opening = h.fake.wait_for(
+        lambda: [m for m in h.fake.in_channel(CHANNEL) if "✅" in m["content"]],
+        what="the opening message to show the outcome",
+    )[0]
+    assert run.thread == opening["id"] and opening["id"] in h.fake.threads
+    assert f"<@{ALICE}>" in opening["content"]  # requester shown as a mention
+    assert h.fake.threads[opening["id"]]["name"].startswith(f"Run {run_id}: ")
+
+    thread = h.fake.wait_for(
+        lambda: (
+            (msgs := h.fake.in_channel(run.thread))
+            and any(m["content"].startswith("✅") for m in msgs)
+            and msgs
+        ),
+        what="the answer in the thread",
+    )
+    progress = [m for m in thread if m["content"].startswith("⏳")]
+    assert len(progress) == 1, "progress is one message"
+    # Progress is throttled to one edit a second, so the last edit may trail the answer.
+    h.fake.wait_for(lambda: progress[0].get("edits"), what="progress edited in place")
+    answer = "".join(m["content"] for m in thread if m["content"].startswith("✅"))
+    assert run.answer and run.answer in answer
+    assert any(m["content"].startswith("»") for m in thread), "highlights go to the thread"
+    for message in h.fake.messages.values():
+        assert len(message["content"]) <= 2000
+
+
+def test_split_text_keeps_text_intact():
+    text = ("word " * 700 + "\n") * 3
+    chunks = split_text(text)
+    assert "".join(chunks) == text and all(len(c) <= 2000 for c in chunks)
