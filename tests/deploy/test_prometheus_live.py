@@ -61,7 +61,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) ->
         team_daily_budget_dollars={"research": 25.0},
     )
     collector = metrics.register_state_collector(lambda: snapshot)
-    metrics.RUNS_STARTED.labels(team="research").inc()
+    metrics.RUNS_STARTED.labels(team="prometheus-live").inc()
     metrics.RUNS_FINISHED.labels(team="research", outcome="finished").inc()
     metrics.record_model_call(
         team="research",
@@ -135,7 +135,7 @@ def test_every_dashboard_query_runs(prometheus: str) -> None:
 
 def test_scraped_series_carry_the_catalogue_names(prometheus: str) -> None:
     for expr, value in [
-        ('switchboard_runs_started_total{team="research"}', 1.0),
+        ('switchboard_runs_started_total{team="prometheus-live"}', 1.0),
         ('switchboard_queue_depth{queue="celery"}', 2.0),
         ('switchboard_team_daily_budget_dollars{team="research"}', 25.0),
         ("switchboard_state_snapshot_ok", 1.0),
