@@ -189,6 +189,9 @@ def worker(
 @app.command()
 def beat(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    schedule_file: Annotated[
+        Path, typer.Option(help="Where beat keeps its schedule state.")
+    ] = Path("/tmp/switchboard-beat-schedule"),
 ) -> None:
     """Run Celery beat: expires escalations, restarts stalled runs, sweeps the outbox."""
     from orchestrator.settings import get_settings
@@ -197,9 +200,7 @@ def beat(
         raise _fail("BROKER_URL is not set")
     from tasks.app import app as celery_app
 
-    celery_app.start(
-        ["beat", f"--loglevel={loglevel}", "--schedule=/tmp/switchboard-beat-schedule"]
-    )
+    celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={schedule_file}"])
 
 
 @db_app.command("upgrade")

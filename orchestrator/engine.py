@@ -218,18 +218,29 @@ class Engine:
             return await node(ctx)
         except BudgetExceeded as exc:
             assert ctx.team is not None and ctx.figures is not None
-            verdict = Verdict(
-                Action.ESCALATE,
-                "dollar_budget",
-                f"The next model call would cost about ${exc.projected_usd:.4f}, "
-                "more than the budget left.",
-                {
-                    "steps": str(ctx.figures.steps),
-                    "dollars": f"${ctx.figures.dollars:.4f}",
-                    "projected": f"${exc.projected_usd:.4f}",
-                },
-                {"dollars": ctx.team.limits.grant_dollars},
-            )
+            figures = {
+                "steps": str(ctx.figures.steps),
+                "tokens": str(ctx.figures.tokens),
+                "dollars": f"${ctx.figures.dollars:.4f}",
+            }
+            if exc.kind == "dollars":
+                verdict = Verdict(
+                    Action.ESCALATE,
+                    "dollar_budget",
+                    f"The next model call would cost about ${exc.projected_usd:.4f}, more than "
+                    f"the {exc.budget.scope} budget has left (${exc.budget.dollars or 0:.4f}).",
+                    {**figures, "projected": f"${exc.projected_usd:.4f}"},
+                    {"dollars": ctx.team.limits.grant_dollars},
+                )
+            else:
+                verdict = Verdict(
+                    Action.ESCALATE,
+                    "token_budget",
+                    f"The next model call could use {exc.projected_tokens} tokens, "
+                    "more than the budget left.",
+                    {**figures, "projected": str(exc.projected_tokens)},
+                    {"tokens": ctx.team.limits.grant_tokens},
+                )
             return self._escalate(ctx, verdict)
         except ModelUnavailable as exc:
             return self._end(ctx, RunStatus.FAILED, f"The model provider failed: {exc}")
@@ -572,18 +583,19 @@ class Engine:
 
     def _budget(self, team: Team, f: Figures, run: Run) -> Budget:
         limits = team.limits
-        left: list[float] = []
-        for limit, spent in (
-            (limits.max_dollars_per_run, f.dollars),
-            (limits.max_dollars_per_team_day, f.team_day_dollars),
-            (limits.max_dollars_per_channel_day, f.channel_day_dollars),
+        left: list[tuple[float, str]] = []
+        for scope, limit, spent in (
+            ("run", limits.max_dollars_per_run, f.dollars),
+            ("team today", limits.max_dollars_per_team_day, f.team_day_dollars),
+            ("channel today", limits.max_dollars_per_channel_day, f.channel_day_dollars),
         ):
             if limit is not None:
-                left.append(limit + run.extra_dollars - spent)
+                left.append((limit + run.extra_dollars - spent, scope))
         tokens = None
         if limits.max_tokens_per_run is not None:
             tokens = limits.max_tokens_per_run + run.extra_tokens - f.tokens
-        return Budget(dollars=min(left) if left else None, tokens=tokens)
+        dollars, scope = min(left) if left else (None, "run")
+        return Budget(dollars=dollars, tokens=tokens, scope=scope)
 
     def _figure_strings(self, ctx: _Step) -> dict[str, str]:
         f = ctx.figures

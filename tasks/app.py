@@ -41,8 +41,14 @@ def make_app() -> Celery:
         worker_send_task_events=False,
         timezone="UTC",
         beat_schedule={
-            "expire-escalations": {"task": "switchboard.expire_escalations", "schedule": 30.0},
-            "reap-stalled-runs": {"task": "switchboard.reap_stalled", "schedule": 30.0},
+            "expire-escalations": {
+                "task": "switchboard.expire_escalations",
+                "schedule": settings.beat_interval_s,
+            },
+            "reap-stalled-runs": {
+                "task": "switchboard.reap_stalled",
+                "schedule": settings.beat_interval_s,
+            },
             "sweep-outbox": {"task": "switchboard.sweep_outbox", "schedule": 15.0},
             "prune-inbound-events": {"task": "switchboard.prune_inbound", "schedule": 3600.0},
         },

@@ -102,6 +102,7 @@ class Budget:
 
     dollars: float | None = None
     tokens: int | None = None
+    scope: str = "run"  # which limit is the tightest: run, team today, channel today
 
 
 class BudgetExceeded(Exception):
@@ -113,6 +114,9 @@ class BudgetExceeded(Exception):
         )
         self.projected_usd = projected_usd
         self.projected_tokens = projected_tokens
+        self.budget = budget
+        over_dollars = budget.dollars is not None and projected_usd > budget.dollars
+        self.kind = "dollars" if over_dollars else "tokens"
 
 
 class ModelUnavailable(Exception):

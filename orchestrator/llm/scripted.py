@@ -84,7 +84,16 @@ def supervise(user: str) -> str:
         return json.dumps(
             {
                 "action": "assign",
-                "assignments": [{"worker": first, "instruction": f"Work on: {request}"}],
+                # With [repeat] the supervisor varies its words (no ping-pong) while the
+                # worker keeps repeating itself (stuck).
+                "assignments": [
+                    {
+                        "worker": first,
+                        "instruction": f"Work on (attempt {done + 1}): {request}"
+                        if "[repeat]" in request
+                        else f"Work on: {request}",
+                    }
+                ],
             }
         )
     if "[fanout]" in request and done == 0:

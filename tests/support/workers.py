@@ -28,6 +28,13 @@ class WorkerProcess:
         self.pool = pool
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
+        self.command = command or [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            "--loglevel=INFO",
+        ]
+        self.ready = ready
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -51,7 +58,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            if " ready." in text:
+            if self.ready in text:
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{text[-3000:]}")
@@ -74,3 +81,13 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def beat_process(env: dict[str, str], tmp: Path) -> WorkerProcess:
+    """`switchboard beat` with its own schedule file."""
+    return WorkerProcess(
+        env,
+        tmp / "beat.log",
+        command=["beat", "--loglevel=DEBUG", f"--schedule-file={tmp / 'beat-schedule'}"],
+        ready="beat: Starting",
+    )
