@@ -183,7 +183,7 @@ def test_persona_shift_comes_before_escalation(pg_url: str, teams) -> None:  # t
 
 def test_token_budget(pg_url: str, teams) -> None:  # type: ignore[no-untyped-def]
     rt = build(pg_url, teams(max_tokens_per_run=600, stuck_window=50))
-    run, escalation = escalate(rt, "summarise the design")
+    _, escalation = escalate(rt, "summarise the design")
     assert escalation.guard == "token_budget"
     assert escalation.grant == {"tokens": 50000}
 

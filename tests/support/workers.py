@@ -21,6 +21,8 @@ class WorkerProcess:
         concurrency: int = 8,
         pool: str = "threads",
         name: str = "w1",
+        command: list[str] | None = None,
+        ready: str = " ready.",
     ) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
