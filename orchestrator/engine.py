@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -130,18 +131,26 @@ class Engine:
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
 
+    async def _renew(self, run_id: int, token: str) -> None:
+        """Keep the lease while a slow step waits on models; a dead worker's lease lapses."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            await self._db(self.store.acquire_lease, run_id, token, self.lease_s)
+
     async def step(self, run_id: int, version: int) -> StepOutcome:
-        run = await self._db(self.store.get_run, run_id)
-        if (
-            run is None
-            or run.version != version
-            or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
-        ):
-            return StepOutcome(Outcome.DUPLICATE, run_id, version)
-        if not await self._db(self.store.acquire_lease, run_id, self.owner, self.lease_s):
+        token = f"{self.owner}:{uuid.uuid4().hex[:12]}"
+        if not await self._db(self.store.acquire_lease, run_id, token, self.lease_s, version):
+            run = await self._db(self.store.get_run, run_id)
+            if (
+                run is None
+                or run.version != version
+                or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
+            ):
+                return StepOutcome(Outcome.DUPLICATE, run_id, version)
             remaining = await self._db(self.store.lease_remaining, run_id)
             return StepOutcome(Outcome.BUSY, run_id, version, retry_in=max(1.0, remaining))
         started = time.perf_counter()
+        renewal = asyncio.create_task(self._renew(run_id, token))
         try:
             run = await self._db(self.store.get_run, run_id)
             if (
@@ -176,7 +185,8 @@ class Engine:
                 ),
             )
         finally:
-            await self._db(self.store.release_lease, run_id, self.owner)
+            renewal.cancel()
+            await self._db(self.store.release_lease, run_id, token)
         if not committed:
             return StepOutcome(Outcome.DUPLICATE, run_id, version)
         outcome = {

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, alias="BROKER_URL")
     teams_file: Path = Field(default=DEFAULT_TEAMS_FILE, alias="SWITCHBOARD_TEAMS_FILE")
     escalation_ttl_s: int = Field(default=24 * 3600, alias="SWITCHBOARD_ESCALATION_TTL")
-    step_lease_s: int = Field(default=300, alias="SWITCHBOARD_STEP_LEASE")
+    step_lease_s: float = Field(default=30.0, alias="SWITCHBOARD_STEP_LEASE")
     beat_interval_s: float = Field(default=30.0, alias="SWITCHBOARD_BEAT_INTERVAL")
     stalled_after_s: int = Field(default=120, alias="SWITCHBOARD_STALLED_AFTER")
     model_timeout_s: float = Field(default=60.0, alias="SWITCHBOARD_MODEL_TIMEOUT")

@@ -13,7 +13,7 @@ from celery import Celery
 from orchestrator.settings import get_settings
 
 VISIBILITY_TIMEOUT_S = (
-    3600  # longer than the longest step (lease 300 s, model timeout 60 s x retries)
+    3600  # longer than the longest step (model timeout 60 s x retries, plus fallbacks)
 )
 
 

@@ -141,20 +141,28 @@ class Store:
                 query = query.where(Run.channel == channel)
             return list(session.scalars(query))
 
-    def acquire_lease(self, run_id: int, owner: str, ttl_s: float) -> bool:
-        """Atomically take the run's step lease; a redelivered copy of a step cannot run twice."""
+    def acquire_lease(
+        self, run_id: int, owner: str, ttl_s: float, version: int | None = None
+    ) -> bool:
+        """Atomically take (or renew) the run's step lease for a run still at `version`.
+
+        A redelivered copy of a step cannot run beside the first: `owner` is unique per step
+        execution, so only the holder can renew it.
+        """
         moment = now()
+        conditions = [
+            Run.id == run_id,
+            or_(Run.lease_until.is_(None), Run.lease_until < moment, Run.lease_owner == owner),
+        ]
+        if version is not None:
+            conditions += [
+                Run.version == version,
+                Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+            ]
         with self.session() as session:
             result = session.execute(
                 update(Run)
-                .where(
-                    Run.id == run_id,
-                    or_(
-                        Run.lease_until.is_(None),
-                        Run.lease_until < moment,
-                        Run.lease_owner == owner,
-                    ),
-                )
+                .where(*conditions)
                 .values(lease_owner=owner, lease_until=moment + timedelta(seconds=ttl_s))
             )
             return result.rowcount == 1
