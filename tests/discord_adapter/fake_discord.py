@@ -282,9 +282,11 @@ def slash(
     """INTERACTION_CREATE for `/agent <sub> name:value ...` (kind 4: autocomplete)."""
     types = {str: 3, int: 4}
     sub_options = [
-        {"name": k, "type": types[type(v)], "value": v, **({"focused": True} if k == focused else {})}
+        {"name": k, "type": types[type(v)], "value": v}
+        | ({"focused": True} if k == focused else {})
         for k, v in (options or {}).items()
     ]  # fmt: skip
+
     data = {
         "id": "1100000000000000099", "name": "agent", "type": 1, "guild_id": GUILD,
         "options": [{"name": sub, "type": 1, "options": sub_options}],
@@ -292,9 +294,10 @@ def slash(
     return _interaction(kind, who, data)
 
 
-def click(who: dict[str, Any], message: dict[str, Any], custom_id: str) -> dict[str, Any]:
-    """INTERACTION_CREATE for a button press on `message`."""
+def click(
+    who: dict[str, Any], message: dict[str, Any], custom_id: str, channel: dict[str, Any]
+) -> dict[str, Any]:
+    """INTERACTION_CREATE for a button press on `message`, posted in `channel` (a thread)."""
     data = {"custom_id": custom_id, "component_type": 2}
-    channel = {**text_channel(message["channel_id"]), "type": 11, "parent_id": CHANNEL}
-    return {**_interaction(3, who, data, message=message), "channel_id": message["channel_id"],
-            "channel": channel}  # fmt: skip
+    payload = _interaction(3, who, data, message=message)
+    return {**payload, "channel_id": channel["id"], "channel": channel}

@@ -1,0 +1,108 @@
+"""Escalations: persistent buttons, refusals recorded, Approve resumes, Abort ends — also
+for a click that arrives at a freshly started bot on a message posted before the restart."""
+
+from __future__ import annotations
+
+import copy
+
+from orchestrator.store.models import EscalationStatus, RunStatus
+from tests.discord_adapter.conftest import APPROVER_ROLE
+from tests.discord_adapter.fake_discord import click, member, slash
+
+ALICE = "1100000000000000101"
+BOB = "1100000000000000102"
+CAROL = "1100000000000000103"
+LOOPING = {"limits": {"max_steps": 3, "stuck_window": 50}}
+
+
+def _buttons(message):
+    return {c["custom_id"]: c for row in message["components"] for c in row["components"]}
+
+
+def _escalation_message(h, run, escalation_id):
+    def found():
+        for message in h.fake.in_channel(run.thread):
+            if f"switchboard:approve:{escalation_id}" in _buttons(message):
+                return message
+        return None
+
+    return h.fake.wait_for(found, what=f"escalation {escalation_id} with buttons")
+
+
+def _start_looping_run(h):
+    payload = h.dispatch(
+        slash(member(ALICE, "alice", []), "run", {"request": "[loop] tidy the wiki",
+                                                   "team": "research"})
+    )  # fmt: skip
+    follow = h.fake.wait_for(lambda: h.followups(payload), what="the follow-up")[0]
+    run_id = int(follow["content"].split("#", 1)[1].split()[0])
+    run = h.wait_run(run_id, lambda r: r.status == RunStatus.AWAITING_APPROVAL)
+    (escalation,) = h.store.pending_escalations(run_id)
+    return run, escalation
+
+
+def test_refusal_then_approve_after_restart_then_abort(make_harness):
+    h = make_harness(**LOOPING)
+    run, escalation = _start_looping_run(h)
+    message = _escalation_message(h, run, escalation.id)
+    stale = copy.deepcopy(message)  # as a second approver's client still shows it
+    buttons = _buttons(message)
+    approve = buttons[f"switchboard:approve:{escalation.id}"]
+    abort = buttons[f"switchboard:abort:{escalation.id}"]
+    assert approve["style"] == 3 and abort["style"] == 4  # green, red
+    assert message["flags"] == 0
+
+    # A member without the approver role is refused, ephemerally, and the refusal is audited.
+    bob_click = h.dispatch(
+        click(member(BOB, "bob", []), message, approve["custom_id"], h.fake.threads[run.thread])
+    )
+    assert h.callback(bob_click)["data"]["flags"] & 64
+    refusal = h.fake.wait_for(lambda: h.followups(bob_click), what="the refusal")[0]
+    assert "not allowed to approve" in refusal["content"] and refusal["flags"] & 64
+    assert h.run(run.id).status == RunStatus.AWAITING_APPROVAL
+    audit = h.store.audit_entries(run.id)
+    assert any(a.actor == BOB and a.outcome == "refused" for a in audit)
+
+    # The bot restarts; its new client has never seen this message, only the dynamic item.
+    h.restart_bot()
+    carol = member(CAROL, "carol", [APPROVER_ROLE])
+    carol_click = h.dispatch(
+        click(carol, message, approve["custom_id"], h.fake.threads[run.thread])
+    )
+    reply = h.fake.wait_for(lambda: h.followups(carol_click), what="the approval reply")[0]
+    assert "Approved by" in reply["content"] and f"<@{CAROL}>" in reply["content"]
+    assert h.store.escalation(escalation.id).status == EscalationStatus.APPROVED
+
+    # The escalation message is edited: who decided, and no buttons.
+    h.fake.wait_for(lambda: message.get("edits"), what="the decision edit")
+    edited = h.fake.messages[message["id"]]
+    assert edited["components"] == []
+    assert "Approved by" in edited["content"] and f"<@{CAROL}>" in edited["content"]
+
+    # The run resumed and, still looping, asks again; this time Carol aborts it.
+    run2 = h.wait_run(
+        run.id,
+        lambda r: (
+            r.status == RunStatus.AWAITING_APPROVAL and bool(h.store.pending_escalations(r.id))
+        ),
+    )
+    (second,) = h.store.pending_escalations(run2.id)
+    assert second.id != escalation.id
+    message2 = _escalation_message(h, run2, second.id)
+    abort_click = h.dispatch(
+        click(carol, message2, f"switchboard:abort:{second.id}", h.fake.threads[run.thread])
+    )
+    reply = h.fake.wait_for(lambda: h.followups(abort_click), what="the abort reply")[0]
+    assert "aborted" in reply["content"]
+    assert h.run(run.id).status == RunStatus.ABORTED
+    h.fake.wait_for(
+        lambda: any(m["content"].startswith("⏹️") for m in h.fake.in_channel(run.thread)),
+        what="the partial results in the thread",
+    )
+    h.fake.wait_for(lambda: message2.get("edits"), what="the abort decision edit")
+    assert h.fake.messages[message2["id"]]["components"] == []
+
+    # A click from a client that still showed the buttons is answered, not applied twice.
+    late = h.dispatch(click(carol, stale, approve["custom_id"], h.fake.threads[run.thread]))
+    text = h.fake.wait_for(lambda: h.followups(late), what="the late reply")[0]["content"]
+    assert text.startswith("Already approved")
