@@ -13,10 +13,11 @@ single transaction and costs no extra broker round trips.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -39,6 +40,8 @@ from orchestrator.notices import Kind, Notice, escalation_actions
 from orchestrator.store.models import Run, RunStatus
 from orchestrator.store.repository import NewStep, Store
 from orchestrator.teams import Team, TeamsConfig, Worker
+from orchestrator.telemetry import metrics
+from orchestrator.telemetry.tracing import step_span, tool_span, use_context
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -137,7 +140,11 @@ class Engine:
             await asyncio.sleep(self.lease_s / 3)
             await self._db(self.store.acquire_lease, run_id, token, self.lease_s)
 
-    async def step(self, run_id: int, version: int) -> StepOutcome:
+    async def step(
+        self, run_id: int, version: int, carrier: Mapping[str, str] | None = None
+    ) -> StepOutcome:
+        """Execute one unit. `carrier` is the trace context the task arrived with; without
+        one the step joins the run's own trace."""
         token = f"{self.owner}:{uuid.uuid4().hex[:12]}"
         if not await self._db(self.store.acquire_lease, run_id, token, self.lease_s, version):
             run = await self._db(self.store.get_run, run_id)
@@ -151,6 +158,7 @@ class Engine:
             return StepOutcome(Outcome.BUSY, run_id, version, retry_in=max(1.0, remaining))
         started = time.perf_counter()
         renewal = asyncio.create_task(self._renew(run_id, token))
+        metrics.STEPS_IN_FLIGHT.inc()
         try:
             run = await self._db(self.store.get_run, run_id)
             if (
@@ -159,32 +167,18 @@ class Engine:
                 or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
             ):
                 return StepOutcome(Outcome.DUPLICATE, run_id, version)
-            loaded = await self._db(self.store.load_checkpoint, run_id, version)
-            if loaded is None:
-                raise RuntimeError(f"run {run_id} has no checkpoint {version}")
-            team = self.config.teams.get(loaded["team"]) if loaded.get("team") else None
-            ctx = _Step(run=run, state=loaded, number=version + 1, team=team)
-            result = await self._act(ctx)
-            new_state = st.apply(ctx.state, result.updates)
-            committed = await self._db(
-                self.store.commit_step,
-                run_id,
-                version,
-                NewStep(
-                    node=result.node,
-                    summary=result.summary,
-                    state=new_state,
-                    run_status=result.status,
-                    detail=ctx.details,
-                    answer=result.answer,
-                    error=result.error,
-                    notices=result.notices,
-                    escalation=result.escalation,
-                    started_at=datetime.now(UTC) - timedelta(seconds=time.perf_counter() - started),
-                    team=result.team,
-                ),
-            )
+            if not carrier and run.trace_parent:
+                carrier = {"traceparent": run.trace_parent}
+            with (
+                use_context(carrier),
+                step_span(str(run_id), version + 1, run.team or "", "step") as span,
+            ):
+                ctx, result, committed = await self._execute(run, version, started)
+                span.set_attribute("switchboard.node", result.node)
+                span.update_name(f"step {result.node}")
+                span.set_attribute("switchboard.committed", committed)
         finally:
+            metrics.STEPS_IN_FLIGHT.dec()
             renewal.cancel()
             await self._db(self.store.release_lease, run_id, token)
         if not committed:
@@ -200,9 +194,52 @@ class Engine:
             node=result.node,
             team=result.team or (team_name(ctx.state)),
         )
+        self._count(ctx, result, time.perf_counter() - started)
         if self.on_step is not None:
             self.on_step(done, time.perf_counter() - started)
         return done
+
+    async def _execute(self, run: Run, version: int, started: float) -> tuple[_Step, _Result, bool]:
+        loaded = await self._db(self.store.load_checkpoint, run.id, version)
+        if loaded is None:
+            raise RuntimeError(f"run {run.id} has no checkpoint {version}")
+        team = self.config.teams.get(loaded["team"]) if loaded.get("team") else None
+        ctx = _Step(run=run, state=loaded, number=version + 1, team=team)
+        result = await self._act(ctx)
+        new_state = st.apply(ctx.state, result.updates)
+        committed = await self._db(
+            self.store.commit_step,
+            run.id,
+            version,
+            NewStep(
+                node=result.node,
+                summary=result.summary,
+                state=new_state,
+                run_status=result.status,
+                detail=ctx.details,
+                answer=result.answer,
+                error=result.error,
+                notices=result.notices,
+                escalation=result.escalation,
+                started_at=datetime.now(UTC) - timedelta(seconds=time.perf_counter() - started),
+                team=result.team,
+            ),
+        )
+        return ctx, result, committed
+
+    def _count(self, ctx: _Step, result: _Result, seconds: float) -> None:
+        """Metrics for a committed step only, so a duplicate execution counts nothing."""
+        team = result.team or ctx.state.get("team") or "unrouted"
+        metrics.STEPS.labels(team=team, node=result.node).inc()
+        metrics.STEP_SECONDS.labels(team=team, node=result.node).observe(seconds)
+        if "persona_shift" in ctx.details:
+            metrics.GUARD_TRIPS.labels(guard="persona_shift").inc()
+        if result.escalation is not None:
+            guard = result.escalation["guard"]
+            metrics.GUARD_TRIPS.labels(guard=guard).inc()
+            metrics.ESCALATIONS_OPENED.labels(reason=guard).inc()
+        if result.status in RunStatus.TERMINAL:
+            metrics.RUNS_FINISHED.labels(team=team, outcome=result.status).inc()
 
     # --- the unit of work -------------------------------------------------------------
 
@@ -477,7 +514,8 @@ class Engine:
             messages = [*messages, reply.assistant_message()]
             for call in reply.tool_calls:
                 started = time.perf_counter()
-                output = await asyncio.to_thread(self.tools.execute, call.name, call.arguments)
+                with tool_span(call.name, run_id=str(ctx.run.id)):
+                    output = await asyncio.to_thread(self.tools.execute, call.name, call.arguments)
                 results.append(
                     {
                         "worker": worker.name,
@@ -488,6 +526,17 @@ class Engine:
                     }
                 )
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+                outcome = json.loads(output)
+                ctx.details.setdefault("tools", []).append(
+                    {
+                        "worker": worker.name,
+                        "tool": call.name,
+                        "duration_ms": results[-1]["duration_ms"],
+                        "exit_code": outcome.get("exit_code"),
+                        "timed_out": outcome.get("timed_out", False),
+                        "error": outcome.get("error"),
+                    }
+                )
         raise AssertionError("unreachable")
 
     # --- endings and escalations ---------------------------------------------------------

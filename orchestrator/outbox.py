@@ -11,7 +11,6 @@ and `sent` after, so a crash in between is visible; such rows are retried after
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +20,8 @@ from orchestrator.notices import Kind, Notice
 from orchestrator.ports import ChatPort, DeliveryError, RateLimited, Target
 from orchestrator.store.models import Escalation, OutboxItem, OutboxStatus, Run
 from orchestrator.store.repository import Store
+from orchestrator.telemetry import metrics
+from orchestrator.telemetry.tracing import chat_delivery_span
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ class OutboxSender:
         lease_s: float = 60.0,
         stuck_after_s: float = 120.0,
         coalesce_progress: bool = True,
-        on_delivery: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.port = port
@@ -55,7 +55,6 @@ class OutboxSender:
         self.lease_s = lease_s
         self.stuck_after_s = stuck_after_s
         self.coalesce_progress = coalesce_progress
-        self.on_delivery = on_delivery
 
     def drain(self, *, channel: str | None = None, run_ids: list[int] | None = None) -> DrainResult:
         delivered = 0
@@ -169,15 +168,21 @@ class OutboxSender:
                 return delivered, 1.0  # the opening message is not out yet
             try:
                 self._mark([row.id], OutboxStatus.SENDING)
-                ref = self._deliver(run, row)
+                with chat_delivery_span(self.platform, row.kind, run_id=str(run_id)):
+                    ref = self._deliver(run, row)
             except RateLimited as exc:
+                metrics.CHAT_RATE_LIMITED.labels(platform=self.platform).inc()
                 self._defer(row.id, exc.retry_after, f"rate limited ({exc.retry_after:.1f}s)")
                 return delivered, exc.retry_after
             except DeliveryError as exc:
+                metrics.CHAT_API_ERRORS.labels(platform=self.platform, error="refused").inc()
                 log.warning("outbox %s: delivery refused: %s", row.key, exc)
                 self._fail(row.id, str(exc))
                 continue
             except Exception as exc:  # transient: back off and try again later
+                metrics.CHAT_API_ERRORS.labels(
+                    platform=self.platform, error=metrics.error_label(exc)
+                ).inc()
                 backoff = min(300.0, 2.0 ** min(row.attempts + 1, 8))
                 log.warning(
                     "outbox %s: delivery failed (%s); retry in %.0fs",
@@ -188,8 +193,7 @@ class OutboxSender:
                 self._defer(row.id, backoff, f"{type(exc).__name__}: {exc}"[:500])
                 return delivered, backoff
             self._sent(row.id, ref)
-            if self.on_delivery is not None:
-                self.on_delivery(self.platform, row.kind)
+            metrics.CHAT_DELIVERIES.labels(platform=self.platform, kind=row.kind).inc()
             if row.kind == Kind.PROGRESS:
                 last_progress = _now()
             delivered += 1

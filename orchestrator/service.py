@@ -17,6 +17,8 @@ from orchestrator.notices import Kind, Notice
 from orchestrator.store.models import Escalation, EscalationStatus, Run, RunStatus
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
+from orchestrator.telemetry import metrics
+from orchestrator.telemetry.tracing import inject_context, run_span
 
 
 class UserError(ValueError):
@@ -75,7 +77,7 @@ def start_run(
 ) -> tuple[Run, bool]:
     """Create the run (idempotent on origin_key); the caller enqueues its first step."""
     validate_request(config, request, team)
-    return store.create_run(
+    run, created = store.create_run(
         origin_key=origin_key,
         request=request.strip(),
         team=team,
@@ -85,6 +87,15 @@ def start_run(
         requester=requester,
         opened=opened_notice(request.strip(), requester, team),
     )
+    if created:
+        metrics.RUNS_STARTED.labels(team=team or "routed").inc()
+        # The run's root span: every step, in whichever worker, joins this trace.
+        with run_span(str(run.id), team or "routed", name="run"):
+            traceparent = inject_context().get("traceparent")
+        if traceparent:
+            store.set_trace_parent(run.id, traceparent)
+            run.trace_parent = traceparent
+    return run, created
 
 
 def add_human_input(store: Store, run_id: int, text: str, actor: Actor) -> None:
@@ -206,6 +217,9 @@ def decide(
         action=action,
         outcome=new_status,
     )
+    metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision=new_status).inc()
+    if not approve:
+        metrics.RUNS_FINISHED.labels(team=run.team or "unrouted", outcome="aborted").inc()
     _post_decision(store, escalation, new_status, actor.user, moment)
     if approve:
         return DecisionResult(
@@ -300,7 +314,9 @@ def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> s
         action="abort",
         outcome="aborted",
     )
+    metrics.RUNS_FINISHED.labels(team=run.team or "unrouted", outcome="aborted").inc()
     for escalation in pending:
+        metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision="aborted").inc()
         _post_decision(store, escalation, EscalationStatus.ABORTED, actor.user, moment)
     _post_partial(store, run_id, f"Aborted by {actor.user}.")
     return f"Run {run_id} aborted."
@@ -345,6 +361,10 @@ def expire_escalations(store: Store, at: datetime | None = None) -> list[int]:
             action="expire",
             outcome=EscalationStatus.EXPIRED,
         )
+        metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision="expired").inc()
+        expired_run = store.get_run(escalation.run_id)
+        team = (expired_run.team if expired_run else None) or "unrouted"
+        metrics.RUNS_FINISHED.labels(team=team, outcome="expired").inc()
         _post_decision(store, escalation, EscalationStatus.EXPIRED, "switchboard", moment)
         _post_partial(
             store, escalation.run_id, "The escalation expired unanswered, so the run was aborted."

@@ -19,7 +19,9 @@ VISIBILITY_TIMEOUT_S = (
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery("switchboard", include=["tasks.steps", "tasks.notify", "tasks.periodic"])
+    app = Celery(
+        "switchboard", include=["tasks.steps", "tasks.notify", "tasks.periodic", "tasks.signals"]
+    )
     app.conf.update(
         broker_url=settings.broker_url or "memory://localhost/",
         broker_connection_retry_on_startup=True,

@@ -11,6 +11,8 @@ from orchestrator import service
 from orchestrator.engine import Outcome, StepOutcome
 from orchestrator.notices import Kind, Notice
 from orchestrator.store.models import RunStatus
+from orchestrator.telemetry import metrics
+from orchestrator.telemetry.tracing import carrier_from_celery_request
 from tasks import bridge, runtime
 from tasks.app import app
 from tasks.notify import deliver_now
@@ -55,8 +57,9 @@ def start_run(
 def advance(self: Task, run_id: int, version: int) -> str:
     """Execute step `version` -> `version + 1` of a run; idempotent under redelivery."""
     rt = runtime.get()
+    carrier = carrier_from_celery_request(self.request)
     try:
-        outcome: StepOutcome = bridge.run(rt.engine.step(run_id, version))
+        outcome: StepOutcome = bridge.run(rt.engine.step(run_id, version, carrier or None))
     except Exception as exc:
         retries = self.request.retries or 0
         if retries >= MAX_STEP_RETRIES:
@@ -69,12 +72,18 @@ def advance(self: Task, run_id: int, version: int) -> str:
         raise self.retry(countdown=outcome.retry_in, max_retries=None)
     if outcome.outcome is Outcome.DUPLICATE:
         return outcome.outcome
-    if outcome.outcome is Outcome.ADVANCED:
-        advance.delay(run_id, outcome.version)
     run = rt.store.get_run(run_id)
+    if outcome.outcome is Outcome.ADVANCED:
+        enqueue(run_id, outcome.version, run.trace_parent if run else None)
     if run is not None:
         deliver_now(run_id, run.platform)
     return outcome.outcome
+
+
+def enqueue(run_id: int, version: int, traceparent: str | None = None) -> None:
+    """One broker message per step; the run's trace context travels in its headers."""
+    headers = {"traceparent": traceparent} if traceparent else None
+    advance.apply_async((run_id, version), headers=headers)
 
 
 def fail_run(run_id: int, reason: str) -> None:
@@ -91,6 +100,10 @@ def fail_run(run_id: int, reason: str) -> None:
             .values(status=RunStatus.FAILED, error=reason)
         ).rowcount
     if changed:
+        run = rt.store.get_run(run_id)
+        metrics.RUNS_FINISHED.labels(
+            team=(run.team if run else None) or "unrouted", outcome="failed"
+        ).inc()
         rt.store.add_notices(
             run_id, "failed", [Notice(Kind.ERROR, run_id, "Failed", body=reason, outcome="failed")]
         )

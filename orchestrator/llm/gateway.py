@@ -24,6 +24,8 @@ import litellm
 
 from orchestrator.llm import scripted
 from orchestrator.teams import Tier
+from orchestrator.telemetry import metrics
+from orchestrator.telemetry.tracing import model_span, record_model_usage
 
 log = logging.getLogger(__name__)
 
@@ -229,16 +231,34 @@ class LLMGateway:
                 raise BudgetExceeded(dollars, tokens, budget)
         last_error: Exception | None = None
         for model in (tier.model, *tier.fallbacks):
-            try:
-                reply, request = await self._call_with_retries(model, tier, spec, params)
-            except RETRYABLE as exc:
-                last_error = exc
-                log.warning("model %s failed for good: %s", model, type(exc).__name__)
-                continue
-            except litellm.exceptions.APIError as exc:  # non-retryable (bad request, auth)
-                last_error = exc
-                log.warning("model %s refused the call: %s", model, type(exc).__name__)
-                continue
+            with model_span(model, spec.tier) as span:
+                try:
+                    reply, request = await self._call_with_retries(model, tier, spec, params)
+                except Exception as exc:  # retries exhausted, or refused (bad request, auth)
+                    last_error = exc
+                    if not isinstance(exc, RETRYABLE):  # retryable ones were counted per attempt
+                        metrics.MODEL_ERRORS.labels(
+                            model=model, error=metrics.error_label(exc)
+                        ).inc()
+                    span.set_attribute("error.type", type(exc).__name__)
+                    log.warning("model %s failed for good: %s", model, type(exc).__name__)
+                    continue
+                record_model_usage(
+                    span,
+                    input_tokens=reply.tokens_in,
+                    output_tokens=reply.tokens_out,
+                    cost_usd=reply.cost_usd,
+                    response_model=model,
+                )
+            metrics.record_model_call(
+                team=spec.team or "unrouted",
+                model=model,
+                tier=spec.tier,
+                seconds=reply.latency_ms / 1000,
+                input_tokens=reply.tokens_in,
+                output_tokens=reply.tokens_out,
+                cost_dollars=reply.cost_usd,
+            )
             stored = await asyncio.to_thread(self.ledger.record, spec, model, request, reply)
             for observe in self._observers:
                 observe(spec, stored)
@@ -262,6 +282,7 @@ class LLMGateway:
             try:
                 response = await litellm.acompletion(**request, **extra)
             except RETRYABLE as exc:
+                metrics.MODEL_ERRORS.labels(model=model, error=metrics.error_label(exc)).inc()
                 if attempt >= self.retries:
                     raise
                 delay = _retry_after(exc)

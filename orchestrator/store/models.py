@@ -87,6 +87,7 @@ class Run(Base):
     extra_dollars: Mapped[float] = mapped_column(Float, default=0.0)
     extra_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     cleared_version: Mapped[int] = mapped_column(Integer, default=0)
+    trace_parent: Mapped[str | None] = mapped_column(String(128))  # W3C traceparent of the run
     opened_ref: Mapped[str | None] = mapped_column(String(128))
     progress_ref: Mapped[str | None] = mapped_column(String(128))
     lease_owner: Mapped[str | None] = mapped_column(String(128))

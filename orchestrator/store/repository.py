@@ -194,6 +194,10 @@ class Store:
             )
             return [(r.id, r.version) for r in rows]
 
+    def set_trace_parent(self, run_id: int, traceparent: str) -> None:
+        with self.session() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(trace_parent=traceparent))
+
     def touch(self, run_id: int) -> None:
         with self.session() as session:
             session.execute(update(Run).where(Run.id == run_id).values(updated_at=now()))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 17:45:58.155329
+Create Date: 2026-11-25 17:56:10.074157
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def upgrade() -> None:
         sa.Column("extra_dollars", sa.Float(), nullable=False),
         sa.Column("extra_seconds", sa.Float(), nullable=False),
         sa.Column("cleared_version", sa.Integer(), nullable=False),
+        sa.Column("trace_parent", sa.String(length=128), nullable=True),
         sa.Column("opened_ref", sa.String(length=128), nullable=True),
         sa.Column("progress_ref", sa.String(length=128), nullable=True),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
