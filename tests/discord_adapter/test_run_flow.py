@@ -58,3 +58,29 @@ def test_split_text_keeps_text_intact():
     text = ("word " * 700 + "\n") * 3
     chunks = split_text(text)
     assert "".join(chunks) == text and all(len(c) <= 2000 for c in chunks)
+
+
+def test_run_started_inside_a_thread_stays_in_that_thread(make_harness):
+    h = make_harness()
+    thread_id = "1100000000000000555"
+    payload = slash(member(ALICE, "alice", []), "run", {"request": "hello", "team": "research"})
+    payload["channel_id"] = thread_id
+    payload["channel"] = {
+        "id": thread_id, "type": 11, "guild_id": payload["guild_id"], "parent_id": CHANNEL,
+        "name": "design chat", "owner_id": ALICE, "message_count": 3, "member_count": 2,
+        "rate_limit_per_user": 0, "flags": 0,
+        "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "locked": False,
+                            "archive_timestamp": "2026-01-01T00:00:00+00:00"},
+    }  # fmt: skip
+    h.dispatch(payload)
+    follow = h.fake.wait_for(lambda: h.followups(payload), what="the follow-up")[0]
+    run_id = int(follow["content"].split("#", 1)[1].split()[0])
+    run = h.wait_run(run_id, lambda r: r.status == RunStatus.FINISHED)
+    assert (run.channel, run.thread) == (CHANNEL, thread_id)
+    h.fake.wait_for(
+        lambda: any(m["content"].startswith("✅ ") and "finished" in m["content"]
+                    for m in h.fake.in_channel(thread_id)),
+        what="the opening message, in the thread, marked finished",
+    )  # fmt: skip
+    assert not h.fake.threads, "no new thread"
+    assert all("webhook_id" in m for m in h.fake.in_channel(CHANNEL)), "only replies to alice"
