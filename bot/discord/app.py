@@ -36,11 +36,12 @@ USAGE = """Usage:
 Each run gets a thread under its opening message; Approve / Abort buttons appear there
 when a run needs a human."""
 
-# What the bot needs in a channel to run there (bits of the interaction's app_permissions).
+# What the bot needs to run in a channel, or inside an existing thread (app_permissions bits).
 NEEDED_TO_RUN = discord.Permissions(
     view_channel=True, send_messages=True, create_public_threads=True,
     send_messages_in_threads=True,
 )  # fmt: skip
+NEEDED_IN_THREAD = discord.Permissions(view_channel=True, send_messages_in_threads=True)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ class AgentCommands(
         except service.UserError as exc:
             await reply(interaction, str(exc))
             return
-        if interaction.guild_id is not None and not interaction.app_permissions >= NEEDED_TO_RUN:
+        needed = NEEDED_IN_THREAD if where(interaction)[1] else NEEDED_TO_RUN
+        if interaction.guild_id is not None and not interaction.app_permissions >= needed:
             await reply(
                 interaction,
                 "I cannot start a run here: I need View Channel, Send Messages, Create Public "
