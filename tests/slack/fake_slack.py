@@ -52,6 +52,7 @@ class _Failure:
     status: int
     error: str
     retry_after: float | None = None
+    channel: str | None = None
 
 
 @dataclass
@@ -79,7 +80,9 @@ class FakeSlack:
                     params = json.loads(raw or "{}")
                 else:
                     params = dict(parse_qsl(raw))
-                method = self.path.rsplit("/", 1)[-1].split("?")[0]
+                path, _, query = self.path.partition("?")
+                params = {**dict(parse_qsl(query)), **params}
+                method = path.rsplit("/", 1)[-1]
                 status, body, headers = outer._answer(method, params)
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -108,10 +111,17 @@ class FakeSlack:
     # --- test controls -----------------------------------------------------------------------
 
     def fail_next(
-        self, method: str, status: int = 429, *, error: str = "ratelimited", retry_after: float = 1
+        self,
+        method: str,
+        status: int = 429,
+        *,
+        error: str = "ratelimited",
+        retry_after: float = 1,
+        channel: str | None = None,
     ) -> None:
-        """The next call of `method` fails: 429 with Retry-After, or 200 with ok=false."""
-        self._failures[method].append(_Failure(status, error, retry_after))
+        """The next call of `method` (in `channel`, if given) fails: 429 with Retry-After, or
+        200 with ok=false and `error`."""
+        self._failures[method].append(_Failure(status, error, retry_after, channel))
 
     def calls_to(self, method: str, channel: str | None = None) -> list[Call]:
         with self._lock:
@@ -141,14 +151,17 @@ class FakeSlack:
     def _answer(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict]:
         now = time.monotonic()
         with self._lock:
-            failure = self._failures[method].popleft() if self._failures[method] else None
+            channel = params.get("channel")
+            failure = next(
+                (f for f in self._failures[method] if f.channel in (None, channel)), None
+            )
             if failure is not None:
+                self._failures[method].remove(failure)
                 self.calls.append(Call(method, params, now, failure.status, failure.error))
                 headers = {}
                 if failure.status == 429:
                     headers["Retry-After"] = str(int(failure.retry_after or 1))
                 return failure.status, {"ok": False, "error": failure.error}, headers
-            channel = params.get("channel")
             if method in ("chat.postMessage", "chat.update") and channel in self.not_member:
                 self.calls.append(Call(method, params, now, 200, "not_in_channel"))
                 return 200, {"ok": False, "error": "not_in_channel"}, {}
