@@ -149,7 +149,7 @@ def worker(
     }
     process = WorkerProcess(env, log_path).start()
     yield process
-    process.stop()
+    process.kill()  # a warm shutdown would wait out the slowed model call of the ack test
 
 
 def celery_for(broker: str) -> Celery:

@@ -22,7 +22,7 @@ from orchestrator.store.models import AuditEntry, Run, RunStatus
 from orchestrator.store.repository import Store
 from orchestrator.teams import load_teams
 from tests.conftest import DEFAULT_TEAMS
-from tests.slack.conftest import GROUP_MEMBER, TOKEN, Bot
+from tests.slack.conftest import APPROVER, GROUP_MEMBER, TOKEN, Bot
 from tests.slack.fake_slack import FakeSlack
 from tests.support.openai_server import OpenAIServer
 
@@ -331,3 +331,21 @@ def test_agent_ack_returns_while_the_model_is_slow(bot: Bot, model_server: OpenA
         bot.fake.wait_for(lambda: len(model_server.completions) > seen, 20, "a model call")
     finally:
         model_server.delay_s = 0
+
+
+def test_status_and_abort_commands(bot: Bot) -> None:
+    channel, fake = new_channel(), bot.fake
+    run, _post, escalation_id = _escalation(bot, channel)
+    status = bot.command(f"status {run.id}", channel=channel).json()["text"]
+    assert f"Run #{run.id} [awaiting_approval]" in status and "pending escalation" in status
+    refused = bot.command(f"abort {run.id}", channel=channel, user="USTRANGER1").json()["text"]
+    assert refused.startswith("Only the requester or an approver")
+    reply = bot.command(f"abort {run.id}", channel=channel, user=APPROVER).json()["text"]
+    assert reply == f"Run {run.id} aborted."
+    ref = bot.store.escalation(escalation_id).message_ref
+    wait_post(fake, channel, "Aborted", timeout=20)
+    fake.wait_for(
+        lambda: [u for u in fake.calls_to("chat.update", channel) if u.params["ts"] == ref],
+        20,
+        "the escalation message update",
+    )
