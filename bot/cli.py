@@ -161,6 +161,9 @@ def worker(
         str, typer.Option(help="Celery pool: threads (default), prefork, solo.")
     ] = "threads",
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    hostname: Annotated[
+        str | None, typer.Option(help="Celery node name, e.g. worker1@%h (default celery@%h).")
+    ] = None,
 ) -> None:
     """Run a Celery worker that executes run steps (needs BROKER_URL)."""
     _use_teams(teams)
@@ -182,6 +185,7 @@ def worker(
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",
+            *([f"--hostname={hostname}"] if hostname else []),
         ]
     )
 

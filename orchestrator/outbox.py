@@ -1,5 +1,8 @@
 """Drains the outbox through a platform's ChatPort.
 
+Chat metrics (deliveries, 429s, API errors) are counted by each port, which alone sees the
+platform's own error codes and the rate limits its SDK retries by itself.
+
 Rows go out per run in commit order; the opening message must be out before anything can
 go into its thread. Progress rows coalesce: only the newest pending one is rendered, into
 one message updated in place, at most once per `progress_interval_s`. A 429 leaves the row
@@ -20,7 +23,6 @@ from orchestrator.notices import Kind, Notice
 from orchestrator.ports import ChatPort, DeliveryError, RateLimited, Target
 from orchestrator.store.models import Escalation, OutboxItem, OutboxStatus, Run
 from orchestrator.store.repository import Store
-from orchestrator.telemetry import metrics
 from orchestrator.telemetry.tracing import chat_delivery_span
 
 log = logging.getLogger(__name__)
@@ -171,18 +173,13 @@ class OutboxSender:
                 with chat_delivery_span(self.platform, row.kind, run_id=str(run_id)):
                     ref = self._deliver(run, row)
             except RateLimited as exc:
-                metrics.CHAT_RATE_LIMITED.labels(platform=self.platform).inc()
                 self._defer(row.id, exc.retry_after, f"rate limited ({exc.retry_after:.1f}s)")
                 return delivered, exc.retry_after
             except DeliveryError as exc:
-                metrics.CHAT_API_ERRORS.labels(platform=self.platform, error="refused").inc()
                 log.warning("outbox %s: delivery refused: %s", row.key, exc)
                 self._fail(row.id, str(exc))
                 continue
             except Exception as exc:  # transient: back off and try again later
-                metrics.CHAT_API_ERRORS.labels(
-                    platform=self.platform, error=metrics.error_label(exc)
-                ).inc()
                 backoff = min(300.0, 2.0 ** min(row.attempts + 1, 8))
                 log.warning(
                     "outbox %s: delivery failed (%s); retry in %.0fs",
@@ -193,7 +190,6 @@ class OutboxSender:
                 self._defer(row.id, backoff, f"{type(exc).__name__}: {exc}"[:500])
                 return delivered, backoff
             self._sent(row.id, ref)
-            metrics.CHAT_DELIVERIES.labels(platform=self.platform, kind=row.kind).inc()
             if row.kind == Kind.PROGRESS:
                 last_progress = _now()
             delivered += 1

@@ -63,8 +63,8 @@ app = make_app()
 
 def use_broker(url: str) -> None:
     """Point this process's producer at another broker (benchmarks and tests)."""
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
     app.conf.broker_url = url
     app.conf.broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    # Celery caches the connection and producer pools it built for the old URL.
+    app._pool = None
+    app.amqp._producer_pool = None

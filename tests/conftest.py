@@ -100,3 +100,24 @@ def make_teams(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def stack(pg_url: str, redis_url: str, make_teams, tmp_path: Path) -> Iterator[Callable[..., Any]]:  # type: ignore[no-untyped-def]
+    """Build a Stack (worker/beat processes on Redis, Postgres); the producer here follows it."""
+    from tasks.app import use_broker
+    from tests.support.stack import Stack
+
+    made: list[Stack] = []
+
+    def make(teams: Path | None = None, broker_url: str | None = None, **env: str) -> Stack:
+        url = broker_url or redis_url
+        use_broker(url)
+        built = Stack(pg_url, url, teams or make_teams(), tmp_path, env)
+        made.append(built)
+        return built
+
+    yield make
+    for built in made:
+        built.stop()
+    use_broker("memory://localhost/")

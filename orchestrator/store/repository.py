@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,6 +65,20 @@ class Store:
     def __init__(self, url: str, sessions: sessionmaker[Session] | None = None) -> None:
         self.url = url
         self.sessions = sessions or session_factory(url)
+        self.engine = self.sessions.kw["bind"]
+
+    # The hot path of a step (lease, checkpoint, ledger, commit) uses Core statements built
+    # once below, on a plain connection: no ORM unit of work, no statement rebuilt per call.
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            yield connection
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -150,30 +164,22 @@ class Store:
         execution, so only the holder can renew it.
         """
         moment = now()
-        conditions = [
-            Run.id == run_id,
-            or_(Run.lease_until.is_(None), Run.lease_until < moment, Run.lease_owner == owner),
-        ]
-        if version is not None:
-            conditions += [
-                Run.version == version,
-                Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
-            ]
-        with self.session() as session:
-            result = session.execute(
-                update(Run)
-                .where(*conditions)
-                .values(lease_owner=owner, lease_until=moment + timedelta(seconds=ttl_s))
-            )
+        params = {
+            "run_id": run_id,
+            "owner": owner,
+            "moment": moment,
+            "until": moment + timedelta(seconds=ttl_s),
+        }
+        with self._begin() as connection:
+            if version is None:
+                result = connection.execute(_RENEW_LEASE, params)
+            else:
+                result = connection.execute(_TAKE_LEASE, {**params, "at_version": version})
             return result.rowcount == 1
 
     def release_lease(self, run_id: int, owner: str) -> None:
-        with self.session() as session:
-            session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None)
-            )
+        with self._begin() as connection:
+            connection.execute(_RELEASE_LEASE, {"run_id": run_id, "owner": owner})
 
     def lease_remaining(self, run_id: int) -> float:
         run = self.get_run(run_id)
@@ -205,12 +211,8 @@ class Store:
     # --- checkpoints and steps -------------------------------------------------------
 
     def load_checkpoint(self, run_id: int, version: int) -> st.State | None:
-        with self.sessions() as session:
-            text = session.scalar(
-                select(Checkpoint.state).where(
-                    Checkpoint.run_id == run_id, Checkpoint.version == version
-                )
-            )
+        with self._connect() as connection:
+            text = connection.scalar(_LOAD_CHECKPOINT, {"run_id": run_id, "version": version})
             return None if text is None else st.loads(text)
 
     def commit_step(self, run_id: int, from_version: int, new: NewStep) -> bool:
@@ -220,19 +222,20 @@ class Store:
         """
         version = from_version + 1
         moment = now()
+        values: dict[str, Any] = {
+            "version": version,
+            "status": new.run_status,
+            "updated_at": moment,
+        }
+        if new.answer is not None:
+            values["answer"] = new.answer
+        if new.error is not None:
+            values["error"] = new.error
+        if new.team is not None:
+            values["team"] = new.team
         try:
             with self.session() as session:
-                values: dict[str, Any] = {
-                    "version": version,
-                    "status": new.run_status,
-                    "updated_at": moment,
-                }
-                if new.answer is not None:
-                    values["answer"] = new.answer
-                if new.error is not None:
-                    values["error"] = new.error
-                if new.team is not None:
-                    values["team"] = new.team
+                # One round trip advances the run and reads what the outbox rows need.
                 advanced = session.execute(
                     update(Run)
                     .where(
@@ -241,35 +244,30 @@ class Store:
                         Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
                     )
                     .values(**values)
-                )
-                if advanced.rowcount != 1:
+                    .returning(Run.platform, Run.channel)
+                ).one_or_none()
+                if advanced is None:
                     session.rollback()
                     return False
-                run = session.get(Run, run_id)
-                assert run is not None
-                session.add(Checkpoint(run_id=run_id, version=version, state=st.dumps(new.state)))
-                totals = session.execute(
-                    select(
-                        func.coalesce(func.sum(LLMCall.tokens_in), 0),
-                        func.coalesce(func.sum(LLMCall.tokens_out), 0),
-                        func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
-                        func.coalesce(func.sum(LLMCall.latency_ms), 0.0),
-                    ).where(LLMCall.run_id == run_id, LLMCall.step == version)
-                ).one()
-                session.add(
-                    Step(
-                        run_id=run_id,
-                        version=version,
-                        node=new.node,
-                        summary=new.summary,
-                        detail=new.detail,
-                        tokens_in=int(totals[0]),
-                        tokens_out=int(totals[1]),
-                        cost_usd=float(totals[2]),
-                        latency_ms=(moment - (new.started_at or moment)).total_seconds() * 1000,
-                        started_at=new.started_at or moment,
-                        finished_at=moment,
-                    )
+                session.execute(
+                    insert(Checkpoint),
+                    {"run_id": run_id, "version": version, "state": st.dumps(new.state)},
+                )
+                # The step row sums this step's ledger rows in the same statement.
+                session.execute(
+                    _INSERT_STEP,
+                    {
+                        "run_id": run_id,
+                        "version": version,
+                        "ledger_run": run_id,
+                        "ledger_step": version,
+                        "node": new.node,
+                        "summary": new.summary,
+                        "detail": new.detail,
+                        "latency_ms": (moment - (new.started_at or moment)).total_seconds() * 1000,
+                        "started_at": new.started_at or moment,
+                        "finished_at": moment,
+                    },
                 )
                 notices = list(new.notices)
                 if new.escalation is not None:
@@ -288,7 +286,9 @@ class Store:
                         else n
                         for n in notices
                     ]
-                self._add_outbox(session, run, version, notices)
+                rows = _outbox_rows(run_id, advanced.platform, advanced.channel, version, notices)
+                if rows:
+                    session.execute(insert(OutboxItem), rows)
             return True
         except IntegrityError:
             return False
@@ -302,35 +302,34 @@ class Store:
     # --- ledger -------------------------------------------------------------------------
 
     def recorded(self, run_id: int, step: int, call_index: int) -> Reply | None:
-        with self.sessions() as session:
-            row = session.scalar(
-                select(LLMCall).where(
-                    LLMCall.run_id == run_id, LLMCall.step == step, LLMCall.call_index == call_index
-                )
-            )
+        with self._connect() as connection:
+            row = connection.execute(
+                _RECORDED, {"run_id": run_id, "step": step, "call_index": call_index}
+            ).one_or_none()
             return None if row is None else _reply_of(row, replayed=True)
 
     def record(self, spec: CallSpec, model: str, request: dict[str, Any], reply: Reply) -> Reply:
         """Insert the paid call; if a concurrent execution recorded it first, use theirs."""
         try:
-            with self.session() as session:
-                session.add(
-                    LLMCall(
-                        run_id=spec.run_id,
-                        step=spec.step,
-                        call_index=spec.call_index,
-                        team=spec.team,
-                        channel=spec.channel,
-                        purpose=spec.purpose,
-                        tier=spec.tier,
-                        model=model,
-                        request=_jsonable(request),
-                        response=reply.to_json(),
-                        tokens_in=reply.tokens_in,
-                        tokens_out=reply.tokens_out,
-                        cost_usd=reply.cost_usd,
-                        latency_ms=reply.latency_ms,
-                    )
+            with self._begin() as connection:
+                connection.execute(
+                    insert(LLMCall),
+                    {
+                        "run_id": spec.run_id,
+                        "step": spec.step,
+                        "call_index": spec.call_index,
+                        "team": spec.team,
+                        "channel": spec.channel,
+                        "purpose": spec.purpose,
+                        "tier": spec.tier,
+                        "model": model,
+                        "request": _jsonable(request),
+                        "response": reply.to_json(),
+                        "tokens_in": reply.tokens_in,
+                        "tokens_out": reply.tokens_out,
+                        "cost_usd": reply.cost_usd,
+                        "latency_ms": reply.latency_ms,
+                    },
                 )
             return reply
         except IntegrityError:
@@ -364,13 +363,16 @@ class Store:
             conditions.append(LLMCall.channel == channel)
         if since is not None:
             conditions.append(LLMCall.created_at >= since)
-        with self.sessions() as session:
-            tokens, dollars = session.execute(
-                select(
-                    func.coalesce(func.sum(LLMCall.tokens_in + LLMCall.tokens_out), 0),
-                    func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
-                ).where(and_(*conditions))
-            ).one()
+        with self._connect() as connection:
+            if run_id is not None and len(conditions) == 1:
+                tokens, dollars = connection.execute(_RUN_SPEND, {"run_id": run_id}).one()
+            else:
+                tokens, dollars = connection.execute(
+                    select(
+                        func.coalesce(func.sum(LLMCall.tokens_in + LLMCall.tokens_out), 0),
+                        func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
+                    ).where(and_(*conditions))
+                ).one()
             return Spend(int(tokens), float(dollars))
 
     # --- escalations --------------------------------------------------------------------
@@ -453,20 +455,8 @@ class Store:
     def _add_outbox(
         self, session: Session, run: Run, version: int, notices: Iterable[Notice]
     ) -> None:
-        counts: dict[str, int] = {}
-        for notice in notices:
-            index = counts.get(notice.kind, 0)
-            counts[notice.kind] = index + 1
-            session.add(
-                OutboxItem(
-                    key=f"{run.id}:{version}:{notice.kind}:{index}",
-                    run_id=run.id,
-                    platform=run.platform,
-                    channel=run.channel,
-                    kind=str(notice.kind),
-                    payload=notice.to_json(),
-                )
-            )
+        for row in _outbox_rows(run.id, run.platform, run.channel, version, notices):
+            session.add(OutboxItem(**row))
 
     def add_notices(self, run_id: int, key_prefix: str, notices: Iterable[Notice]) -> None:
         """Outbox rows outside a step (decisions, expiry); the key prefix makes them idempotent."""
@@ -487,6 +477,92 @@ class Store:
                     )
         except IntegrityError:
             pass
+
+
+def _outbox_rows(
+    run_id: int, platform: str, channel: str, version: int, notices: Iterable[Notice]
+) -> list[dict[str, Any]]:
+    """Outbox rows keyed (run, version, kind, index): a step's notices are posted once."""
+    counts: dict[str, int] = {}
+    rows = []
+    for notice in notices:
+        index = counts.get(notice.kind, 0)
+        counts[notice.kind] = index + 1
+        rows.append(
+            {
+                "key": f"{run_id}:{version}:{notice.kind}:{index}",
+                "run_id": run_id,
+                "platform": platform,
+                "channel": channel,
+                "kind": str(notice.kind),
+                "payload": notice.to_json(),
+            }
+        )
+    return rows
+
+
+# --- statements of the step hot path, built once -------------------------------------------
+
+_ACTIVE = [RunStatus.QUEUED, RunStatus.RUNNING]
+_LEASE_FREE = or_(
+    Run.lease_until.is_(None),
+    Run.lease_until < bindparam("moment"),
+    Run.lease_owner == bindparam("owner"),
+)
+_RENEW_LEASE = (
+    update(Run)
+    .where(Run.id == bindparam("run_id"), _LEASE_FREE)
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+)
+_TAKE_LEASE = (
+    update(Run)
+    .where(
+        Run.id == bindparam("run_id"),
+        _LEASE_FREE,
+        Run.version == bindparam("at_version"),
+        Run.status.in_(_ACTIVE),
+    )
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+)
+_RELEASE_LEASE = (
+    update(Run)
+    .where(Run.id == bindparam("run_id"), Run.lease_owner == bindparam("owner"))
+    .values(lease_owner=None, lease_until=None)
+)
+_LOAD_CHECKPOINT = select(Checkpoint.state).where(
+    Checkpoint.run_id == bindparam("run_id"), Checkpoint.version == bindparam("version")
+)
+_RECORDED = select(
+    LLMCall.response,
+    LLMCall.model,
+    LLMCall.tokens_in,
+    LLMCall.tokens_out,
+    LLMCall.cost_usd,
+    LLMCall.latency_ms,
+).where(
+    LLMCall.run_id == bindparam("run_id"),
+    LLMCall.step == bindparam("step"),
+    LLMCall.call_index == bindparam("call_index"),
+)
+_RUN_SPEND = select(
+    func.coalesce(func.sum(LLMCall.tokens_in + LLMCall.tokens_out), 0),
+    func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
+).where(LLMCall.run_id == bindparam("run_id"))
+
+
+def _step_total(column: Any, empty: Any) -> Any:
+    return (
+        select(func.coalesce(func.sum(column), empty))
+        .where(LLMCall.run_id == bindparam("ledger_run"), LLMCall.step == bindparam("ledger_step"))
+        .scalar_subquery()
+    )
+
+
+_INSERT_STEP = insert(Step).values(
+    tokens_in=_step_total(LLMCall.tokens_in, 0),
+    tokens_out=_step_total(LLMCall.tokens_out, 0),
+    cost_usd=_step_total(LLMCall.cost_usd, 0.0),
+)
 
 
 def _with_escalation_id(notice: Notice, escalation_id: int) -> tuple[Any, ...]:

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,8 +27,11 @@ class Canned:
 
 
 class OpenAIServer:
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, delay_s: float = 0.0, delay_fn: Callable[[dict[str, Any]], float] | None = None
+    ) -> None:
         self.delay_s = delay_s
+        self.delay_fn = delay_fn
         self.requests: list[dict[str, Any]] = []
         self.failures: deque[Canned] = deque()
         self._lock = threading.Lock()
@@ -86,8 +90,9 @@ class OpenAIServer:
             canned = self.failures.popleft() if self.failures else None
         if canned is not None:
             return canned.status, canned.body, canned.headers
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        delay = self.delay_fn(body) if self.delay_fn else self.delay_s
+        if delay:
+            time.sleep(delay)
         params = {"tools": body["tools"]} if body.get("tools") else {}
         response = self._scripted._respond(
             body.get("model", "test"), body.get("messages", []), params

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,22 +36,17 @@ class WorkerProcess:
             f"--concurrency={concurrency}",
             f"--pool={pool}",
             "--loglevel=INFO",
+            f"--hostname={name}@%h",
         ]
         self.ready = ready
+        self.restarts = 0
+        self._stopping: threading.Event | None = None
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "worker",
-                f"--concurrency={self.concurrency}",
-                f"--pool={self.pool}",
-                "--loglevel=INFO",
-            ],
+            [sys.executable, "-m", "bot.cli", *self.command],
             env={**self.env, "CELERY_WORKER_NAME": self.name},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -67,6 +63,19 @@ class WorkerProcess:
             time.sleep(0.1)
         raise RuntimeError("worker did not become ready")
 
+    def supervise(self) -> WorkerProcess:
+        """Restart the process whenever it exits on its own, as docker's `restart:` does."""
+        self._stopping = threading.Event()
+
+        def watch() -> None:
+            while not self._stopping.wait(0.5):
+                if self.proc is not None and self.proc.poll() is not None:
+                    self.restarts += 1
+                    self.start()
+
+        threading.Thread(target=watch, daemon=True).start()
+        return self
+
     def kill(self) -> None:
         """SIGKILL the whole process group, like an OOM kill or a pulled plug."""
         if self.proc is not None and self.proc.poll() is None:
@@ -74,6 +83,8 @@ class WorkerProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
