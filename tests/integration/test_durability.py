@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import subprocess
 import time
@@ -161,10 +162,8 @@ def test_redis_restarted_in_the_middle_of_a_run(
         assert done.status == RunStatus.FINISHED, done.error
         assert_exactly_once(s, [run.id])
     finally:
-        try:
+        with contextlib.suppress(Exception):
             redis_lib.Redis(port=port).shutdown(nosave=True)
-        except Exception:
-            pass
 
 
 def test_fan_out_merges_the_same_whatever_order_workers_finish(
