@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 
-DEFAULT_DB = "sb_bench_concurrency"
+DEFAULT_DB = f"sb_bench_conc_{os.getpid()}"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/12"
 
 
