@@ -167,6 +167,7 @@ def worker(
 ) -> None:
     """Run a Celery worker that executes run steps (needs BROKER_URL)."""
     _use_teams(teams)
+    _setup_logging(loglevel)
     _load_config()
     from orchestrator.settings import get_settings
     from orchestrator.store.db import upgrade
@@ -198,6 +199,7 @@ def beat(
     ] = Path("/tmp/switchboard-beat-schedule"),
 ) -> None:
     """Run Celery beat: expires escalations, restarts stalled runs, sweeps the outbox."""
+    _setup_logging(loglevel)
     from orchestrator.settings import get_settings
 
     if not get_settings().broker_url:

@@ -41,7 +41,14 @@ from orchestrator.store.models import Run, RunStatus
 from orchestrator.store.repository import NewStep, Store
 from orchestrator.teams import Team, TeamsConfig, Worker
 from orchestrator.telemetry import metrics
-from orchestrator.telemetry.tracing import step_span, tool_span, use_context
+from orchestrator.telemetry.logs import log_context
+from orchestrator.telemetry.tracing import (
+    inject_context,
+    run_span,
+    step_span,
+    tool_span,
+    use_context,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,9 +174,10 @@ class Engine:
                 or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
             ):
                 return StepOutcome(Outcome.DUPLICATE, run_id, version)
-            if not carrier and run.trace_parent:
-                carrier = {"traceparent": run.trace_parent}
+            if not carrier:
+                carrier = await self._run_trace(run)
             with (
+                log_context(run_id=str(run_id), step=version + 1, team=run.team),
                 use_context(carrier),
                 step_span(str(run_id), version + 1, run.team or "", "step") as span,
             ):
@@ -177,6 +185,16 @@ class Engine:
                 span.set_attribute("switchboard.node", result.node)
                 span.update_name(f"step {result.node}")
                 span.set_attribute("switchboard.committed", committed)
+                if committed:
+                    log.info(
+                        "step %s %s: %s -> %s",
+                        version + 1,
+                        result.node,
+                        result.summary[:200],
+                        result.status,
+                    )
+                else:
+                    log.info("step %s already committed elsewhere; nothing done", version + 1)
         finally:
             metrics.STEPS_IN_FLIGHT.dec()
             renewal.cancel()
@@ -198,6 +216,18 @@ class Engine:
         if self.on_step is not None:
             self.on_step(done, time.perf_counter() - started)
         return done
+
+    async def _run_trace(self, run: Run) -> dict[str, str] | None:
+        """The run's trace context; the first traced step opens the run's root span if the
+        process that accepted the run had no tracing."""
+        if run.trace_parent:
+            return {"traceparent": run.trace_parent}
+        with run_span(str(run.id), run.team or "routed", name="run"):
+            traceparent = inject_context().get("traceparent")
+        if not traceparent:
+            return None  # tracing is off in this process
+        await self._db(self.store.set_trace_parent, run.id, traceparent)
+        return {"traceparent": traceparent}
 
     async def _execute(self, run: Run, version: int, started: float) -> tuple[_Step, _Result, bool]:
         loaded = await self._db(self.store.load_checkpoint, run.id, version)

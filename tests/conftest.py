@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -63,18 +63,29 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-_redis_dbs = itertools.cycle(range(1, 16))
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private redis-server for this test session, so nothing else on the machine (another
+    test run, a stray worker) can consume our queues."""
+    ensure_redis()  # the machine's own Redis: proves the service is installed and up
+    import redis
+
+    from tests.support.services import free_port, start_private_redis
+
+    port = free_port()
+    start_private_redis(port, tmp_path_factory.mktemp("redis"))
+    yield port
+    with contextlib.suppress(Exception):
+        redis.Redis(port=port).shutdown(nosave=True)
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """A flushed Redis database index for this test."""
-    ensure_redis()
+def redis_url(redis_port: int) -> str:
+    """A flushed database of the session's private Redis."""
     import redis
 
-    db = next(_redis_dbs)
-    redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
-    return f"redis://127.0.0.1:6379/{db}"
+    redis.Redis(host="127.0.0.1", port=redis_port, db=0).flushdb()
+    return f"redis://127.0.0.1:{redis_port}/0"
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from orchestrator.outbox import OutboxSender
 from orchestrator.store.models import OutboxItem, OutboxStatus, RunStatus
 from tests.support.openai_server import OpenAIServer
 from tests.support.recording_port import RecordingPort
-from tests.support.services import port_open
+from tests.support.services import free_port, port_open, start_private_redis
 from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.integration
@@ -122,28 +122,8 @@ def test_the_same_step_delivered_twice_commits_once(stack, http_teams, model_ser
 def test_redis_restarted_in_the_middle_of_a_run(
     stack, http_teams, model_server, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    port = 6390 + random.randint(0, 50)
-    while port_open("127.0.0.1", port):
-        port += 1
-    args = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-        "--daemonize",
-        "yes",
-        "--logfile",
-        str(tmp_path / "redis.log"),
-    ]
-    subprocess.run(args, check=True)
-    wait_for(lambda: port_open("127.0.0.1", port), 10)
+    port = free_port()
+    args = start_private_redis(port, tmp_path)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         s = stack(http_teams, broker_url=url, **FAST_RECOVERY)

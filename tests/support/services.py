@@ -70,3 +70,34 @@ def start_redis(port: int = 6379) -> None:
 def ensure_redis() -> None:
     if not port_open("127.0.0.1", 6379):
         start_redis()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_private_redis(port: int, directory: Path) -> list[str]:
+    """A throw-away redis-server on `port`; returns the command line to start it again."""
+    args = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--daemonize",
+        "yes",
+        "--logfile",
+        str(directory / "redis.log"),
+    ]
+    subprocess.run(args, check=True)
+    if not _wait("127.0.0.1", port, 20):
+        raise RuntimeError(f"private Redis did not come up on {port}")
+    return args
