@@ -28,9 +28,13 @@ def _docker_status() -> tuple[DockerSandbox | None, str]:
     host = os.environ.get("DOCKER_HOST")
     if host is None and PODMAN_SOCK.exists():  # what setup_engine.sh starts
         host = f"unix://{PODMAN_SOCK}"
-    client = docker.DockerClient(base_url=host, timeout=30) if host else None
-    box = DockerSandbox(image=image, client=client)
-    if not box.ping():
+    try:
+        client = docker.DockerClient(base_url=host, timeout=30) if host else None
+        box = DockerSandbox(image=image, client=client)
+        answers = box.ping()
+    except docker.errors.DockerException:  # a stale socket: nothing listens behind it
+        answers = False
+    if not answers:
         return None, (
             f"no Docker engine answers at {host or 'the default socket'}"
             " (run tests/sandbox/setup_engine.sh)"
