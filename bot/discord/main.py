@@ -64,6 +64,9 @@ def run() -> None:
         log.info("no BROKER_URL: running steps and delivery in this process")
     if settings.metrics_port:
         serve_metrics(settings.metrics_port)
+    from orchestrator.telemetry.tracing import setup_tracing
+
+    setup_tracing("switchboard-discord")
     bot = SwitchboardBot(
         queue_services(Store(settings.database_url), config),
         guild_id=guild_id,

@@ -20,7 +20,9 @@ from slack_bolt.async_app import AsyncApp
 from bot.slack.app import Core, build_app
 from bot.slack.port import SlackSettings
 from bot.slack.queue import CeleryQueue
-from orchestrator.telemetry.metrics import make_asgi_app
+from orchestrator.settings import get_settings
+from orchestrator.telemetry.metrics import make_asgi_app, serve_metrics
+from orchestrator.telemetry.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,10 @@ def run(port: int) -> None:
             "or SLACK_APP_TOKEN (xapp-) for Socket Mode"
         )
     core, embedded = _core()
+    settings = get_settings()
+    setup_tracing("switchboard-slack")
+    if settings.metrics_port:  # Socket Mode has no HTTP port of its own to serve /metrics on
+        serve_metrics(settings.metrics_port)
     try:
         if slack.app_token:
             log.info("Slack Socket Mode")
