@@ -34,7 +34,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as c  # noqa: E402
+import itertools
+
+import _common as c
 
 DEFAULT_DB = f"sb_bench_steps_{os.getpid()}"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
@@ -210,7 +212,7 @@ def celery(rt: Any, runs: int, url: str, broker: str, teams: Path, tmp: Path) ->
         for run_id in ids:
             finished = [s.finished_at for s in store.steps(run_id)]
             steps += len(finished)
-            gaps += [(b - a).total_seconds() * 1000 for a, b in zip(finished, finished[1:])]
+            gaps += [(b - a).total_seconds() * 1000 for a, b in itertools.pairwise(finished)]
     finally:
         worker.stop()
     counts = monitor.counts
