@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as c  # noqa: E402
+import _common as c
 
 DEFAULT_DB = f"sb_bench_conc_{os.getpid()}"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/12"
