@@ -38,7 +38,7 @@ from orchestrator.llm.gateway import (
 )
 from orchestrator.notices import Kind, Notice, escalation_actions
 from orchestrator.store.models import Run, RunStatus
-from orchestrator.store.repository import NewStep, Store
+from orchestrator.store.repository import NewStep, Spend, StepStart, Store
 from orchestrator.teams import Team, TeamsConfig, Worker
 from orchestrator.telemetry import metrics
 from orchestrator.telemetry.logs import log_context
@@ -77,6 +77,9 @@ class StepOutcome:
     retry_in: float = 0.0
     node: str = ""
     team: str | None = None
+    # For the caller that enqueues the next step and delivers the outbox (no extra read).
+    trace_parent: str | None = None
+    platform: str | None = None
 
 
 class ToolBox(Protocol):
@@ -96,6 +99,9 @@ class _Step:
     figures: Figures | None = None
     budget: Budget | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    spend: Spend = field(default_factory=Spend)
+    replays: dict[int, Reply] = field(default_factory=dict)
+    last_input_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class Engine:
         """Keep the lease while a slow step waits on models; a dead worker's lease lapses."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            await self._db(self.store.acquire_lease, run_id, token, self.lease_s)
+            await self._db(self.store.renew_lease, run_id, token, self.lease_s)
 
     async def step(
         self, run_id: int, version: int, carrier: Mapping[str, str] | None = None
@@ -153,27 +159,19 @@ class Engine:
         """Execute one unit. `carrier` is the trace context the task arrived with; without
         one the step joins the run's own trace."""
         token = f"{self.owner}:{uuid.uuid4().hex[:12]}"
-        if not await self._db(self.store.acquire_lease, run_id, token, self.lease_s, version):
-            run = await self._db(self.store.get_run, run_id)
-            if (
-                run is None
-                or run.version != version
-                or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
-            ):
+        # One round trip: the lease at `version`, the run, its checkpoint, spend and replays.
+        start = await self._db(self.store.begin_step, run_id, version, token, self.lease_s)
+        if not start.taken:
+            if start.duplicate:
                 return StepOutcome(Outcome.DUPLICATE, run_id, version)
-            remaining = await self._db(self.store.lease_remaining, run_id)
-            return StepOutcome(Outcome.BUSY, run_id, version, retry_in=max(1.0, remaining))
+            return StepOutcome(Outcome.BUSY, run_id, version, retry_in=max(1.0, start.busy_for))
+        run = start.run
+        assert run is not None
         started = time.perf_counter()
         renewal = asyncio.create_task(self._renew(run_id, token))
         metrics.STEPS_IN_FLIGHT.inc()
+        committed = False
         try:
-            run = await self._db(self.store.get_run, run_id)
-            if (
-                run is None
-                or run.version != version
-                or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
-            ):
-                return StepOutcome(Outcome.DUPLICATE, run_id, version)
             if not carrier:
                 carrier = await self._run_trace(run)
             with (
@@ -181,7 +179,7 @@ class Engine:
                 use_context(carrier),
                 step_span(str(run_id), version + 1, run.team or "", "step") as span,
             ):
-                ctx, result, committed = await self._execute(run, version, started)
+                ctx, result, committed = await self._execute(start, version, started)
                 span.set_attribute("switchboard.node", result.node)
                 span.update_name(f"step {result.node}")
                 span.set_attribute("switchboard.committed", committed)
@@ -198,7 +196,9 @@ class Engine:
         finally:
             metrics.STEPS_IN_FLIGHT.dec()
             renewal.cancel()
-            await self._db(self.store.release_lease, run_id, token)
+            # A commit frees the lease in its own statement; release only on failure.
+            if not committed:
+                await self._db(self.store.release_lease, run_id, token)
         if not committed:
             return StepOutcome(Outcome.DUPLICATE, run_id, version)
         outcome = {
@@ -211,6 +211,8 @@ class Engine:
             version + 1,
             node=result.node,
             team=result.team or (team_name(ctx.state)),
+            trace_parent=(carrier or {}).get("traceparent") or run.trace_parent,
+            platform=run.platform,
         )
         self._count(ctx, result, time.perf_counter() - started)
         if self.on_step is not None:
@@ -229,12 +231,23 @@ class Engine:
         await self._db(self.store.set_trace_parent, run.id, traceparent)
         return {"traceparent": traceparent}
 
-    async def _execute(self, run: Run, version: int, started: float) -> tuple[_Step, _Result, bool]:
-        loaded = await self._db(self.store.load_checkpoint, run.id, version)
+    async def _execute(
+        self, start: StepStart, version: int, started: float
+    ) -> tuple[_Step, _Result, bool]:
+        run, loaded = start.run, start.state
+        assert run is not None
         if loaded is None:
             raise RuntimeError(f"run {run.id} has no checkpoint {version}")
         team = self.config.teams.get(loaded["team"]) if loaded.get("team") else None
-        ctx = _Step(run=run, state=loaded, number=version + 1, team=team)
+        ctx = _Step(
+            run=run,
+            state=loaded,
+            number=version + 1,
+            team=team,
+            spend=start.spend,
+            replays=start.replays,
+            last_input_id=start.last_input_id,
+        )
         result = await self._act(ctx)
         new_state = st.apply(ctx.state, result.updates)
         committed = await self._db(
@@ -276,7 +289,14 @@ class Engine:
     async def _act(self, ctx: _Step) -> _Result:
         if ctx.state["next"] == "route" or ctx.team is None:
             return await self._guarded(ctx, self._route)
-        ctx.figures = await self._db(self._figures, ctx.run, ctx.team)
+        limits = ctx.team.limits
+        if (
+            limits.max_dollars_per_team_day is not None
+            or limits.max_dollars_per_channel_day is not None
+        ):
+            ctx.figures = await self._db(self._figures, ctx.run, ctx.team, ctx.spend)
+        else:  # the run's own spend came with begin_step
+            ctx.figures = self._figures(ctx.run, ctx.team, ctx.spend)
         ctx.budget = self._budget(ctx.team, ctx.figures, ctx.run)
         verdict = guards.evaluate(ctx.state, ctx.figures, ctx.team.limits, _extensions(ctx.run))
         if verdict.action is Action.SHIFT_PERSONA:
@@ -347,7 +367,9 @@ class Engine:
             tools=tools,
             params=params or {},
         )
-        return await self.gateway.complete(spec, ctx.budget)
+        # begin_step fetched every call already recorded for this step: the gateway needs
+        # no ledger lookup per call (a first execution has none to replay).
+        return await self.gateway.complete(spec, ctx.budget, replays=ctx.replays)
 
     async def _route(self, ctx: _Step) -> _Result:
         if ctx.state.get("team") in self.config.teams:
@@ -403,7 +425,10 @@ class Engine:
         team = ctx.team
         assert team is not None
         updates = await self._summarise_if_needed(ctx, team)
-        inputs = await self._db(self.store.human_inputs, ctx.run.id, ctx.state.get("human_seen", 0))
+        seen = ctx.state.get("human_seen", 0)
+        inputs = []
+        if ctx.last_input_id > seen:
+            inputs = await self._db(self.store.human_inputs, ctx.run.id, seen)
         if inputs:
             update = {
                 "human_input": [f"{entry.actor}: {entry.detail}" for entry in inputs],
@@ -650,8 +675,7 @@ class Engine:
 
     # --- figures ---------------------------------------------------------------------
 
-    def _figures(self, run: Run, team: Team) -> Figures:
-        run_spend = self.store.spend(run_id=run.id)
+    def _figures(self, run: Run, team: Team, run_spend: Spend) -> Figures:
         limits = team.limits
         team_day = channel_day = 0.0
         if limits.max_dollars_per_team_day is not None:

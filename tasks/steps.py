@@ -72,11 +72,11 @@ def advance(self: Task, run_id: int, version: int) -> str:
         raise self.retry(countdown=outcome.retry_in, max_retries=None)
     if outcome.outcome is Outcome.DUPLICATE:
         return outcome.outcome
-    run = rt.store.get_run(run_id)
+    # The outcome carries the run's trace context and platform: no read after the commit.
     if outcome.outcome is Outcome.ADVANCED:
-        enqueue(run_id, outcome.version, run.trace_parent if run else None)
-    if run is not None:
-        deliver_now(run_id, run.platform)
+        enqueue(run_id, outcome.version, outcome.trace_parent)
+    if outcome.platform is not None:
+        deliver_now(run_id, outcome.platform)
     return outcome.outcome
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -187,6 +187,37 @@ def projected_cost(
     return dollars, prompt_tokens + max_output_tokens
 
 
+_PRICES: dict[str, tuple[float, float]] = {}
+
+
+def _prices(model: str) -> tuple[float, float]:
+    """The model's highest ($/input token, $/output token) in litellm's cost map (tiered
+    prices included), looked up once per model; (0, 0) where `projected_cost` also finds
+    no price, so the bound never exceeds what the exact projection would allow."""
+    price = _PRICES.get(model)
+    if price is None:
+        try:
+            litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
+            info = litellm.get_model_info(model)
+        except Exception:
+            price = (0.0, 0.0)
+        else:
+            rates = {key: value for key, value in info.items() if isinstance(value, int | float)}
+            price = (
+                max(
+                    (v for k, v in rates.items() if k.startswith("input_cost_per_token")),
+                    default=0.0,
+                ),
+                max(
+                    (v for k, v in rates.items() if k.startswith("output_cost_per_token")),
+                    default=0.0,
+                ),
+            )
+            price = (float(price[0]), float(price[1]))
+        _PRICES[model] = price
+    return price
+
+
 Sleep = Callable[[float], Awaitable[None]]
 Observer = Callable[[CallSpec, Reply], None]
 
@@ -211,20 +242,59 @@ class LLMGateway:
         self._sleep = sleep
         self._observers = observers
 
+    def _projected(
+        self, model: str, messages: list[dict[str, Any]], max_out: int, budget: Budget
+    ) -> tuple[float, int]:
+        """The projected cost, or a cheap upper bound of it when that bound already fits.
+
+        Counting the prompt's tokens is the costly part. Every token covers at least one
+        byte of the text (UTF-8 has at most 4 bytes a character), plus a few for each
+        message's role and template, so that bounds the prompt tokens from above; priced
+        at the model's highest per-token rates, the bound bounds the dollars. If the bound
+        fits the budget the exact projection fits too, and is not computed. Messages
+        with anything but plain text content take the exact path.
+        """
+        bound = 16
+        for message in messages:
+            content = message.get("content")
+            if not isinstance(content, str) or len(message) > 2:
+                return projected_cost(model, messages, max_out)
+            bound += (len(content) if content.isascii() else 4 * len(content)) + 16
+        tokens = bound + max_out
+        if budget.tokens is not None and tokens > budget.tokens:
+            return projected_cost(model, messages, max_out)
+        price_in, price_out = _prices(model)
+        dollars = bound * price_in + max_out * price_out
+        if budget.dollars is not None and dollars > budget.dollars:
+            return projected_cost(model, messages, max_out)
+        return dollars, tokens
+
     def model_for(self, tier: str) -> str:
         return self.tiers[tier].model
 
-    async def complete(self, spec: CallSpec, budget: Budget | None = None) -> Reply:
-        recorded = await asyncio.to_thread(
-            self.ledger.recorded, spec.run_id, spec.step, spec.call_index
-        )
+    async def complete(
+        self,
+        spec: CallSpec,
+        budget: Budget | None = None,
+        *,
+        replays: Mapping[int, Reply] | None = None,
+    ) -> Reply:
+        """`replays`: every call already recorded for this step, when the caller fetched
+        them (the engine does, with the step's lease); None makes the gateway look up the
+        ledger itself."""
+        if replays is None:
+            recorded = await asyncio.to_thread(
+                self.ledger.recorded, spec.run_id, spec.step, spec.call_index
+            )
+        else:
+            recorded = replays.get(spec.call_index)
         if recorded is not None:
             return recorded
         tier = self.tiers[spec.tier]
         params = {**tier.params, **spec.params}
         if budget is not None and (budget.dollars is not None or budget.tokens is not None):
             max_out = int(params.get("max_tokens") or self.expected_output_tokens)
-            dollars, tokens = projected_cost(tier.model, spec.messages, max_out)
+            dollars, tokens = self._projected(tier.model, spec.messages, max_out, budget)
             if (budget.dollars is not None and dollars > budget.dollars) or (
                 budget.tokens is not None and tokens > budget.tokens
             ):

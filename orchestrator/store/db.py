@@ -48,6 +48,26 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
+def get_hot_engine(url: str) -> Engine:
+    """The engine of the step hot path: on Postgres an AUTOCOMMIT pool without pre-ping.
+
+    Every statement sent through it is one round trip that commits by itself (no BEGIN and
+    COMMIT round trips), so the hot path only sends single statements (CTEs where several
+    rows must change atomically). No pre-ping either: the callers retry once on a dropped
+    connection instead of paying a ping per checkout. Elsewhere it is the ordinary engine.
+    """
+    if not url.startswith("postgresql"):
+        return get_engine(url)
+    key = f"hot:{url}"
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = create_engine(
+                url, isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=40
+            )
+        return engine
+
+
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 

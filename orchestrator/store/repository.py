@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import state as st
 from orchestrator.llm.gateway import CallSpec, Reply, ToolCall
 from orchestrator.notices import Notice
-from orchestrator.store.db import session_factory
+from orchestrator.store.db import get_hot_engine, session_factory
 from orchestrator.store.models import (
     AuditEntry,
     Checkpoint,
@@ -61,11 +61,32 @@ class Spend:
     dollars: float = 0.0
 
 
+@dataclass(frozen=True)
+class StepStart:
+    """What `begin_step` found: the leased run with everything the step reads, or why not.
+
+    `replays` holds every ledger row already recorded for the step about to run (empty
+    unless this is a re-execution); `last_input_id` is the newest human-input audit id.
+    """
+
+    taken: bool
+    run: Run | None = None
+    state: st.State | None = None
+    spend: Spend = Spend()
+    replays: dict[int, Reply] = field(default_factory=dict)
+    last_input_id: int = 0
+    duplicate: bool = False  # not taken: the run moved on (or ended)
+    busy_for: float = 0.0  # not taken: seconds left on another execution's lease
+
+
 class Store:
     def __init__(self, url: str, sessions: sessionmaker[Session] | None = None) -> None:
         self.url = url
         self.sessions = sessions or session_factory(url)
         self.engine = self.sessions.kw["bind"]
+        # Single-statement hot path (autocommit on Postgres; the ordinary engine elsewhere).
+        self.hot = get_hot_engine(url)
+        self.postgres = self.engine.dialect.name == "postgresql"
 
     # The hot path of a step (lease, checkpoint, ledger, commit) uses Core statements built
     # once below, on a plain connection: no ORM unit of work, no statement rebuilt per call.
@@ -185,6 +206,79 @@ class Store:
                 result = connection.execute(_TAKE_LEASE, {**params, "at_version": version})
             return result.rowcount == 1
 
+    def begin_step(self, run_id: int, version: int, owner: str, ttl_s: float) -> StepStart:
+        """Take the run's step lease at `version` and read all a step needs, at once.
+
+        On Postgres this is ONE statement (an UPDATE ... RETURNING in a CTE, with the
+        checkpoint, the run's spend, the number of ledger rows already recorded for the
+        step and the newest human input as subqueries): one round trip, committed alone
+        (lease rows skip the WAL flush wait, as in `acquire_lease`). Elsewhere the same
+        reads follow the lease update in one transaction.
+        """
+        moment = now()
+        params = {
+            "run_id": run_id,
+            "owner": owner,
+            "moment": moment,
+            "until": moment + timedelta(seconds=ttl_s),
+            "at_version": version,
+            "step": version + 1,
+        }
+        if self.postgres:
+            row = self._hot_retry(lambda c: c.execute(_BEGIN_STEP_PG, params).one_or_none())
+        else:
+            with self._begin(durable=False) as connection:
+                taken = connection.execute(_TAKE_LEASE, params).rowcount == 1
+                row = connection.execute(_READ_STEP, params).one() if taken else None
+        if row is None:
+            return self._refusal(run_id, version)
+        values = row._mapping
+        run = Run(**{key: values[key] for key in _RUN_KEYS})
+        replays: dict[int, Reply] = {}
+        if values["recorded_calls"]:
+            replays = self.recorded_step(run_id, version + 1)
+        text = values["cp_state"]
+        return StepStart(
+            taken=True,
+            run=run,
+            state=None if text is None else st.loads(text),
+            spend=Spend(int(values["spent_tokens"]), float(values["spent_dollars"])),
+            replays=replays,
+            last_input_id=int(values["last_input"] or 0),
+        )
+
+    def _refusal(self, run_id: int, version: int) -> StepStart:
+        with self._connect() as connection:
+            row = connection.execute(
+                select(Run.version, Run.status, Run.lease_until).where(Run.id == run_id)
+            ).one_or_none()
+        if row is None or row.version != version or row.status not in _ACTIVE:
+            return StepStart(taken=False, duplicate=True)
+        left = 0.0
+        if row.lease_until is not None:
+            left = max(0.0, (row.lease_until - now()).total_seconds())
+        return StepStart(taken=False, busy_for=left)
+
+    def _hot_retry(self, work: Any) -> Any:
+        """Run `work(connection)` on the hot engine; once more if the connection had died
+        (the hot pool does not pre-ping). Only for statements safe to repeat."""
+        for attempt in (0, 1):
+            try:
+                with self.hot.connect() as connection:
+                    return work(connection)
+            except DBAPIError as exc:
+                if attempt or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
+    def renew_lease(self, run_id: int, owner: str, ttl_s: float) -> bool:
+        """Extend a lease this execution still holds; never re-takes a freed one (a commit
+        clears the lease, so a late renewal cannot block the next step)."""
+        moment = now()
+        params = {"run_id": run_id, "owner": owner, "until": moment + timedelta(seconds=ttl_s)}
+        with self._begin(durable=False) as connection:
+            return connection.execute(_EXTEND_LEASE, params).rowcount == 1
+
     def release_lease(self, run_id: int, owner: str) -> None:
         with self._begin(durable=False) as connection:
             connection.execute(_RELEASE_LEASE, {"run_id": run_id, "owner": owner})
@@ -246,27 +340,21 @@ class Store:
         if new.team is not None:
             values["team"] = new.team
         try:
-            with self.session() as session:
+            with self._begin() as connection:
                 # One round trip advances the run and reads what the outbox rows need.
-                advanced = session.execute(
-                    update(Run)
-                    .where(
-                        Run.id == run_id,
-                        Run.version == from_version,
-                        Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
-                    )
-                    .values(**values)
-                    .returning(Run.platform, Run.channel)
+                advanced = connection.execute(
+                    _ADVANCE_RUN.values(**values),
+                    {"run_id": run_id, "from_version": from_version},
                 ).one_or_none()
                 if advanced is None:
-                    session.rollback()
+                    connection.rollback()
                     return False
-                session.execute(
-                    insert(Checkpoint),
+                connection.execute(
+                    _INSERT_CHECKPOINT,
                     {"run_id": run_id, "version": version, "state": st.dumps(new.state)},
                 )
                 # The step row sums this step's ledger rows in the same statement.
-                session.execute(
+                connection.execute(
                     _INSERT_STEP,
                     {
                         "run_id": run_id,
@@ -283,15 +371,16 @@ class Store:
                 )
                 notices = list(new.notices)
                 if new.escalation is not None:
-                    escalation = Escalation(run_id=run_id, version=version, **new.escalation)
-                    session.add(escalation)
-                    session.flush()
+                    escalation_id = connection.execute(
+                        insert(Escalation).returning(Escalation.id),
+                        {"run_id": run_id, "version": version, **new.escalation},
+                    ).scalar_one()
                     notices = [
                         Notice(
                             **{
                                 **n.__dict__,
-                                "escalation_id": escalation.id,
-                                "actions": _with_escalation_id(n, escalation.id),
+                                "escalation_id": escalation_id,
+                                "actions": _with_escalation_id(n, escalation_id),
                             }
                         )
                         if n.kind == "escalation"
@@ -300,7 +389,7 @@ class Store:
                     ]
                 rows = _outbox_rows(run_id, advanced.platform, advanced.channel, version, notices)
                 if rows:
-                    session.execute(insert(OutboxItem), rows)
+                    connection.execute(_INSERT_OUTBOX, rows)
             return True
         except IntegrityError:
             return False
@@ -320,12 +409,19 @@ class Store:
             ).one_or_none()
             return None if row is None else _reply_of(row, replayed=True)
 
+    def recorded_step(self, run_id: int, step: int) -> dict[int, Reply]:
+        """Every call already recorded for one step, by call index (a re-execution)."""
+        with self._connect() as connection:
+            rows = connection.execute(_RECORDED_STEP, {"run_id": run_id, "step": step})
+            return {row.call_index: _reply_of(row, replayed=True) for row in rows}
+
     def record(self, spec: CallSpec, model: str, request: dict[str, Any], reply: Reply) -> Reply:
         """Insert the paid call; if a concurrent execution recorded it first, use theirs."""
         try:
-            with self._begin() as connection:
+            # One INSERT, committed alone (autocommit on Postgres), durably.
+            with self.hot.begin() as connection:
                 connection.execute(
-                    insert(LLMCall),
+                    _INSERT_CALL,
                     {
                         "run_id": spec.run_id,
                         "step": spec.step,
@@ -536,6 +632,11 @@ _TAKE_LEASE = (
     )
     .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
 )
+_EXTEND_LEASE = (
+    update(Run)
+    .where(Run.id == bindparam("run_id"), Run.lease_owner == bindparam("owner"))
+    .values(lease_until=bindparam("until"))
+)
 _RELEASE_LEASE = (
     update(Run)
     .where(Run.id == bindparam("run_id"), Run.lease_owner == bindparam("owner"))
@@ -556,10 +657,83 @@ _RECORDED = select(
     LLMCall.step == bindparam("step"),
     LLMCall.call_index == bindparam("call_index"),
 )
+_RECORDED_STEP = select(
+    LLMCall.call_index,
+    LLMCall.response,
+    LLMCall.model,
+    LLMCall.tokens_in,
+    LLMCall.tokens_out,
+    LLMCall.cost_usd,
+    LLMCall.latency_ms,
+).where(LLMCall.run_id == bindparam("run_id"), LLMCall.step == bindparam("step"))
+_INSERT_CALL = insert(LLMCall)
+_INSERT_CHECKPOINT = insert(Checkpoint)
+_INSERT_OUTBOX = insert(OutboxItem)
+_ADVANCE_RUN = (
+    update(Run)
+    .where(
+        Run.id == bindparam("run_id"),
+        Run.version == bindparam("from_version"),
+        Run.status.in_(_ACTIVE),
+    )
+    .returning(Run.platform, Run.channel)
+)
 _RUN_SPEND = select(
     func.coalesce(func.sum(LLMCall.tokens_in + LLMCall.tokens_out), 0),
     func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
 ).where(LLMCall.run_id == bindparam("run_id"))
+
+
+_RUN_KEYS = tuple(column.key for column in Run.__table__.c)
+
+
+def _step_reads(source: Any) -> Any:
+    """The run row from `source` plus what a step reads, as scalar subqueries."""
+    run_id = bindparam("run_id")
+    return select(
+        *(source.c[key] for key in _RUN_KEYS),
+        select(Checkpoint.state)
+        .where(Checkpoint.run_id == run_id, Checkpoint.version == bindparam("at_version"))
+        .scalar_subquery()
+        .label("cp_state"),
+        select(func.coalesce(func.sum(LLMCall.tokens_in + LLMCall.tokens_out), 0))
+        .where(LLMCall.run_id == run_id)
+        .scalar_subquery()
+        .label("spent_tokens"),
+        select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0))
+        .where(LLMCall.run_id == run_id)
+        .scalar_subquery()
+        .label("spent_dollars"),
+        select(func.count())
+        .select_from(LLMCall)
+        .where(LLMCall.run_id == run_id, LLMCall.step == bindparam("step"))
+        .scalar_subquery()
+        .label("recorded_calls"),
+        select(func.max(AuditEntry.id))
+        .where(AuditEntry.run_id == run_id, AuditEntry.action == "human_input")
+        .scalar_subquery()
+        .label("last_input"),
+    )
+
+
+_LEASED = (
+    update(Run)
+    .where(
+        Run.id == bindparam("run_id"),
+        _LEASE_FREE,
+        Run.version == bindparam("at_version"),
+        Run.status.in_(_ACTIVE),
+    )
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .returning(*Run.__table__.c)
+    .cte("leased")
+)
+# Lease rows need no WAL flush wait (see Store._begin); set_config(..., true) is local to
+# the statement's own transaction.
+_BEGIN_STEP_PG = _step_reads(_LEASED).add_columns(
+    func.set_config("synchronous_commit", "off", True).label("sync")
+)
+_READ_STEP = _step_reads(Run.__table__).where(Run.id == bindparam("run_id"))
 
 
 def _step_total(column: Any, empty: Any) -> Any:
