@@ -6,13 +6,14 @@ transaction; the unique (run, version) makes a duplicated commit fail and roll b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -339,6 +340,8 @@ class Store:
             values["error"] = new.error
         if new.team is not None:
             values["team"] = new.team
+        if self.postgres and new.escalation is None:
+            return self._commit_step_pg(run_id, from_version, new, moment)
         try:
             with self._begin() as connection:
                 # One round trip advances the run and reads what the outbox rows need.
@@ -391,6 +394,40 @@ class Store:
                 if rows:
                     connection.execute(_INSERT_OUTBOX, rows)
             return True
+        except IntegrityError:
+            return False
+
+    def _commit_step_pg(
+        self, run_id: int, from_version: int, new: NewStep, moment: datetime
+    ) -> bool:
+        """commit_step as ONE statement on Postgres (data-modifying CTEs run whole or not
+        at all, committed by themselves): the run update, checkpoint, step row and outbox
+        rows in one round trip. A lost version race matches no run row and inserts
+        nothing; a duplicate checkpoint fails the whole statement."""
+        version = from_version + 1
+        rows = _outbox_rows(run_id, "", "", version, new.notices)
+        params = {
+            "run_id": run_id,
+            "from_version": from_version,
+            "version": version,
+            "status": new.run_status,
+            "moment": moment,
+            "answer": new.answer,
+            "error": new.error,
+            "team": new.team,
+            "state": st.dumps(new.state),
+            "node": new.node,
+            "summary": new.summary,
+            "detail": json.dumps(new.detail),
+            "latency_ms": (moment - (new.started_at or moment)).total_seconds() * 1000,
+            "started_at": new.started_at or moment,
+            "outbox": json.dumps(
+                [{"key": r["key"], "kind": r["kind"], "payload": r["payload"]} for r in rows]
+            ),
+        }
+        try:
+            with self.hot.connect() as connection:
+                return bool(connection.execute(_COMMIT_STEP_PG, params).scalar_one())
         except IntegrityError:
             return False
 
@@ -684,6 +721,43 @@ _RUN_SPEND = select(
 ).where(LLMCall.run_id == bindparam("run_id"))
 
 
+_COMMIT_STEP_PG = text(
+    """
+WITH adv AS (
+    UPDATE runs SET version = :version, status = :status, updated_at = :moment,
+        lease_owner = NULL, lease_until = NULL,
+        answer = COALESCE(CAST(:answer AS TEXT), answer),
+        error = COALESCE(CAST(:error AS TEXT), error),
+        team = COALESCE(CAST(:team AS VARCHAR), team)
+    WHERE id = :run_id AND version = :from_version AND status IN ('queued', 'running')
+    RETURNING id, platform, channel
+), cp AS (
+    INSERT INTO checkpoints (run_id, version, state, created_at)
+    SELECT adv.id, :version, :state, :moment FROM adv
+    RETURNING 1
+), stp AS (
+    INSERT INTO steps (run_id, version, node, summary, detail, tokens_in, tokens_out,
+        cost_usd, latency_ms, started_at, finished_at)
+    SELECT adv.id, :version, :node, :summary, CAST(:detail AS JSON), l.tokens_in,
+        l.tokens_out, l.cost_usd, :latency_ms, :started_at, :moment
+    FROM adv, (
+        SELECT COALESCE(SUM(tokens_in), 0) AS tokens_in,
+            COALESCE(SUM(tokens_out), 0) AS tokens_out,
+            COALESCE(SUM(cost_usd), 0.0) AS cost_usd
+        FROM llm_calls WHERE run_id = :run_id AND step = :version
+    ) AS l
+    RETURNING 1
+), ob AS (
+    INSERT INTO outbox (key, run_id, platform, channel, kind, payload, status, attempts,
+        created_at)
+    SELECT r.key, adv.id, adv.platform, adv.channel, r.kind, r.payload, 'pending', 0,
+        :moment
+    FROM adv, json_to_recordset(CAST(:outbox AS JSON)) AS r(key TEXT, kind TEXT, payload JSON)
+    RETURNING 1
+)
+SELECT count(*) FROM adv
+"""
+)
 _RUN_KEYS = tuple(column.key for column in Run.__table__.c)
 
 
