@@ -35,6 +35,9 @@ class Actor:
     groups: tuple[str, ...] = ()  # Slack user groups or Discord roles the user holds
 
 
+BEAT = Actor(user="switchboard", platform="beat")
+
+
 class DecisionOutcome(StrEnum):
     APPLIED = "applied"
     UNAUTHORISED = "unauthorised"
@@ -105,14 +108,29 @@ def add_human_input(store: Store, run_id: int, text: str, actor: Actor) -> None:
         raise UserError(f"There is no run {run_id}.")
     if run.status in RunStatus.TERMINAL:
         raise UserError(f"Run {run_id} already ended ({run.status}); start a new one with /agent.")
+    _audit(store, actor, "human_input", "received", run_id=run_id, detail=text.strip()[:4000])
+
+
+def _audit(
+    store: Store,
+    actor: Actor,
+    action: str,
+    outcome: str,
+    *,
+    run_id: int,
+    escalation_id: int | None = None,
+    detail: str = "",
+) -> None:
+    """Every decision and refusal: who, when, from which platform and channel."""
     store.audit(
         run_id=run_id,
+        escalation_id=escalation_id,
         actor=actor.user,
         platform=actor.platform,
         channel=actor.channel,
-        action="human_input",
-        outcome="received",
-        detail=text.strip()[:4000],
+        action=action,
+        outcome=outcome,
+        detail=detail,
     )
 
 
@@ -138,14 +156,13 @@ def decide(
     action = "approve" if approve else "abort"
     allowed = may_approve(config, run.team, actor) or (not approve and actor.user == run.requester)
     if not allowed:
-        store.audit(
+        _audit(
+            store,
+            actor,
+            action,
+            "refused",
             run_id=run.id,
             escalation_id=escalation_id,
-            actor=actor.user,
-            platform=actor.platform,
-            channel=actor.channel,
-            action=action,
-            outcome="refused",
             detail="not an approver",
         )
         what = "approve" if approve else "abort"
@@ -191,15 +208,7 @@ def decide(
     if not claimed:
         current = store.escalation(escalation_id)
         assert current is not None
-        store.audit(
-            run_id=run.id,
-            escalation_id=escalation_id,
-            actor=actor.user,
-            platform=actor.platform,
-            channel=actor.channel,
-            action=action,
-            outcome="already_decided",
-        )
+        _audit(store, actor, action, "already_decided", run_id=run.id, escalation_id=escalation_id)
         when = (
             current.decided_at.strftime("%Y-%m-%d %H:%M UTC") if current.decided_at else "earlier"
         )
@@ -208,15 +217,7 @@ def decide(
             f"Already {current.status} by {current.decided_by} at {when}.",
             run.id,
         )
-    store.audit(
-        run_id=run.id,
-        escalation_id=escalation_id,
-        actor=actor.user,
-        platform=actor.platform,
-        channel=actor.channel,
-        action=action,
-        outcome=new_status,
-    )
+    _audit(store, actor, action, new_status, run_id=run.id, escalation_id=escalation_id)
     metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision=new_status).inc()
     if not approve:
         metrics.RUNS_FINISHED.labels(team=run.team or "unrouted", outcome="aborted").inc()
@@ -269,13 +270,12 @@ def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> s
     if run is None:
         raise UserError(f"There is no run {run_id}.")
     if actor.user != run.requester and not may_approve(config, run.team, actor):
-        store.audit(
+        _audit(
+            store,
+            actor,
+            "abort",
+            "refused",
             run_id=run_id,
-            actor=actor.user,
-            platform=actor.platform,
-            channel=actor.channel,
-            action="abort",
-            outcome="refused",
             detail="not the requester or an approver",
         )
         raise UserError(f"Only the requester or an approver can abort run {run_id}.")
@@ -306,14 +306,7 @@ def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> s
             escalation.decided_platform, escalation.decided_channel = actor.platform, actor.channel
     if not ended:
         return f"Run {run_id} already ended."
-    store.audit(
-        run_id=run_id,
-        actor=actor.user,
-        platform=actor.platform,
-        channel=actor.channel,
-        action="abort",
-        outcome="aborted",
-    )
+    _audit(store, actor, "abort", "aborted", run_id=run_id)
     metrics.RUNS_FINISHED.labels(team=run.team or "unrouted", outcome="aborted").inc()
     for escalation in pending:
         metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision="aborted").inc()
@@ -352,14 +345,13 @@ def expire_escalations(store: Store, at: datetime | None = None) -> list[int]:
                 )
         if not claimed:
             continue
-        store.audit(
+        _audit(
+            store,
+            BEAT,
+            "expire",
+            EscalationStatus.EXPIRED,
             run_id=escalation.run_id,
             escalation_id=escalation.id,
-            actor="switchboard",
-            platform="beat",
-            channel=None,
-            action="expire",
-            outcome=EscalationStatus.EXPIRED,
         )
         metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision="expired").inc()
         expired_run = store.get_run(escalation.run_id)
