@@ -146,6 +146,7 @@ class OutboxSender:
         if stale:
             self._mark(stale, OutboxStatus.COALESCED)
         delivered = 0
+        throttled: float | None = None
         for row in rows:
             if row.id in stale:
                 continue
@@ -158,11 +159,9 @@ class OutboxSender:
             ):
                 wait = self.progress_interval_s - (moment - last_progress).total_seconds()
                 if wait > 0:
-                    # Let later rows of other kinds overtake a throttled progress update.
-                    continue_after = wait
-                    others = [r for r in rows if r.id > row.id and r.kind != Kind.PROGRESS]
-                    if not others:
-                        return delivered, continue_after
+                    # Later rows of other kinds overtake a throttled progress update; the
+                    # caller comes back for it when the interval has passed.
+                    throttled = wait
                     continue
             run = self.store.get_run(run_id)
             assert run is not None
@@ -193,7 +192,7 @@ class OutboxSender:
             if row.kind == Kind.PROGRESS:
                 last_progress = _now()
             delivered += 1
-        return delivered, None
+        return delivered, throttled
 
     def _deliver(self, run: Run, row: OutboxItem) -> str | None:
         notice = Notice.from_json(row.payload)
