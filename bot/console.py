@@ -35,7 +35,7 @@ def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.splitlines() if line.strip())
 
 
-def render(notice: Notice, *, updated: bool = False) -> str:
+def render(notice: Notice) -> str:
     tag = f"[run {notice.run_id}]"
     figures = notice.figures
     if notice.kind == Kind.OPENED:
@@ -78,7 +78,7 @@ class ConsolePort:
 
     def update(self, target: Target, ref: str, notice: Notice) -> None:
         # A terminal scrolls; progress "updated in place" is simply the next line.
-        self._write(render(notice, updated=True))
+        self._write(render(notice))
 
 
 class ConsoleSession:
