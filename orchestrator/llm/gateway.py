@@ -145,6 +145,9 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
+_UNPRICED: set[str] = set()
+
+
 def _reply_from(response: Any, model: str, latency_ms: float) -> Reply:
     choice = response.choices[0].message
     calls = tuple(
@@ -153,10 +156,13 @@ def _reply_from(response: Any, model: str, latency_ms: float) -> Reply:
     )
     usage = getattr(response, "usage", None)
     cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-    if cost is None:
+    if cost is None and model not in _UNPRICED:
         try:
             cost = litellm.completion_cost(completion_response=response, model=model)
         except Exception:  # unknown price: account tokens, cost stays 0
+            # litellm's failing lookup is costly (it tries every generalisation of the
+            # name); a model without a price is remembered as such.
+            _UNPRICED.add(model)
             cost = 0.0
     return Reply(
         content=choice.content or "",
