@@ -18,16 +18,16 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 import litellm
 
-from orchestrator import guards, prompts
+from orchestrator import budgets, guards, prompts
 from orchestrator import state as st
-from orchestrator.guards import Action, Extensions, Figures, Verdict
+from orchestrator.guards import Action, Figures, Verdict
 from orchestrator.llm.gateway import (
     Budget,
     BudgetExceeded,
@@ -115,11 +115,6 @@ class _Result:
     error: str | None = None
     escalation: dict[str, Any] | None = None
     team: str | None = None
-
-
-def _today() -> datetime:
-    moment = datetime.now(UTC)
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 class Engine:
@@ -210,7 +205,7 @@ class Engine:
             run_id,
             version + 1,
             node=result.node,
-            team=result.team or (team_name(ctx.state)),
+            team=result.team or ctx.state.get("team"),
             trace_parent=(carrier or {}).get("traceparent") or run.trace_parent,
             platform=run.platform,
         )
@@ -294,11 +289,15 @@ class Engine:
             limits.max_dollars_per_team_day is not None
             or limits.max_dollars_per_channel_day is not None
         ):
-            ctx.figures = await self._db(self._figures, ctx.run, ctx.team, ctx.spend)
-        else:  # the run's own spend came with begin_step
-            ctx.figures = self._figures(ctx.run, ctx.team, ctx.spend)
-        ctx.budget = self._budget(ctx.team, ctx.figures, ctx.run)
-        verdict = guards.evaluate(ctx.state, ctx.figures, ctx.team.limits, _extensions(ctx.run))
+            ctx.figures = await self._db(
+                budgets.figures, self.store, ctx.run, ctx.state["team"], limits, ctx.spend
+            )
+        else:  # no daily limits: the run's own spend came with begin_step, no query needed
+            ctx.figures = budgets.figures(self.store, ctx.run, ctx.state["team"], limits, ctx.spend)
+        ctx.budget = budgets.remaining(ctx.team.limits, ctx.figures, ctx.run)
+        verdict = guards.evaluate(
+            ctx.state, ctx.figures, ctx.team.limits, budgets.extensions(ctx.run)
+        )
         if verdict.action is Action.SHIFT_PERSONA:
             assert verdict.worker is not None
             ctx.state = st.apply(ctx.state, [{"personas": {verdict.worker: guards.DEBUGGER}}])
@@ -675,41 +674,6 @@ class Engine:
 
     # --- figures ---------------------------------------------------------------------
 
-    def _figures(self, run: Run, team: Team, run_spend: Spend) -> Figures:
-        limits = team.limits
-        team_day = channel_day = 0.0
-        if limits.max_dollars_per_team_day is not None:
-            team_day = self.store.spend(
-                team=team_name_of(run, self.config, team), since=_today()
-            ).dollars
-        if limits.max_dollars_per_channel_day is not None:
-            channel_day = self.store.spend(channel=run.channel, since=_today()).dollars
-        elapsed = (datetime.now(UTC) - run.created_at).total_seconds()
-        return Figures(
-            steps=run.version,
-            tokens=run_spend.tokens,
-            dollars=run_spend.dollars,
-            elapsed_s=elapsed,
-            team_day_dollars=team_day,
-            channel_day_dollars=channel_day,
-        )
-
-    def _budget(self, team: Team, f: Figures, run: Run) -> Budget:
-        limits = team.limits
-        left: list[tuple[float, str]] = []
-        for scope, limit, spent in (
-            ("run", limits.max_dollars_per_run, f.dollars),
-            ("team today", limits.max_dollars_per_team_day, f.team_day_dollars),
-            ("channel today", limits.max_dollars_per_channel_day, f.channel_day_dollars),
-        ):
-            if limit is not None:
-                left.append((limit + run.extra_dollars - spent, scope))
-        tokens = None
-        if limits.max_tokens_per_run is not None:
-            tokens = limits.max_tokens_per_run + run.extra_tokens - f.tokens
-        dollars, scope = min(left) if left else (None, "run")
-        return Budget(dollars=dollars, tokens=tokens, scope=scope)
-
     def _figure_strings(self, ctx: _Step) -> dict[str, str]:
         f = ctx.figures
         if f is None:
@@ -722,27 +686,6 @@ class Engine:
         return Notice(Kind.PROGRESS, ctx.run.id, text, figures=figures)
 
 
-def team_name(state: st.State) -> str | None:
-    return state.get("team")
-
-
-def team_name_of(run: Run, config: TeamsConfig, team: Team) -> str:
-    for name, candidate in config.teams.items():
-        if candidate is team:
-            return name
-    return run.team or ""
-
-
-def _extensions(run: Run) -> Extensions:
-    return Extensions(
-        steps=run.extra_steps,
-        tokens=run.extra_tokens,
-        dollars=run.extra_dollars,
-        seconds=run.extra_seconds,
-        since_version=run.cleared_version,
-    )
-
-
 def partial_results(state: st.State) -> str:
     """The latest output of each worker, for an aborted or failed run."""
     latest = {w: outputs[-1]["text"] for w, outputs in state.get("outputs", {}).items() if outputs}
@@ -751,4 +694,4 @@ def partial_results(state: st.State) -> str:
     return "\n\nPartial results:\n" + "\n".join(f"- {w}: {text}" for w, text in latest.items())
 
 
-__all__ = ["Engine", "Outcome", "StepOutcome", "ToolBox", "partial_results", "replace"]
+__all__ = ["Engine", "Outcome", "StepOutcome", "ToolBox", "partial_results"]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
+from orchestrator import budgets
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
 
@@ -59,7 +58,7 @@ def status_text(store: Store, run_id: int | None, *, channel: str | None = None)
 def budget_text(
     store: Store, config: TeamsConfig, *, channel: str, run_id: int | None = None
 ) -> str:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = budgets.today()
     lines = ["Spend against limits (today is UTC):"]
     channel_spend = store.spend(channel=channel, since=today)
     for name, team in config.teams.items():
