@@ -305,12 +305,6 @@ class Store:
         with self._begin(durable=False) as connection:
             connection.execute(_RELEASE_LEASE, {"run_id": run_id, "owner": owner})
 
-    def lease_remaining(self, run_id: int) -> float:
-        run = self.get_run(run_id)
-        if run is None or run.lease_until is None:
-            return 0.0
-        return max(0.0, (run.lease_until - now()).total_seconds())
-
     def stalled_runs(self, older_than_s: float) -> list[tuple[int, int]]:
         """Runs that should be moving but have not for a while: their step task was lost."""
         cutoff = now() - timedelta(seconds=older_than_s)
@@ -563,12 +557,6 @@ class Store:
                         Escalation.expires_at <= (at or now()),
                     )
                 )
-            )
-
-    def set_escalation_ref(self, escalation_id: int, ref: str) -> None:
-        with self.session() as session:
-            session.execute(
-                update(Escalation).where(Escalation.id == escalation_id).values(message_ref=ref)
             )
 
     def audit(self, **values: Any) -> None:
