@@ -128,7 +128,6 @@ class Engine:
         lease_s: float = 300.0,
         escalation_ttl_s: float = 24 * 3600,
         tools: ToolBox | None = None,
-        on_step: Callable[[StepOutcome, float], None] | None = None,
     ) -> None:
         self.store = store
         self.gateway = gateway
@@ -137,7 +136,6 @@ class Engine:
         self.lease_s = lease_s
         self.escalation_ttl_s = escalation_ttl_s
         self.tools = tools
-        self.on_step = on_step
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -210,8 +208,6 @@ class Engine:
             platform=run.platform,
         )
         self._count(ctx, result, time.perf_counter() - started)
-        if self.on_step is not None:
-            self.on_step(done, time.perf_counter() - started)
         return done
 
     async def _run_trace(self, run: Run) -> dict[str, str] | None:
