@@ -79,7 +79,10 @@ class WorkerProcess:
             while not self._stopping.wait(0.5):
                 if self.proc is not None and self.proc.poll() is not None:
                     self.restarts += 1
-                    self.start()
+                    try:
+                        self.start()
+                    except RuntimeError:  # exited again (its broker still down): keep trying
+                        continue
 
         threading.Thread(target=watch, daemon=True).start()
         return self
