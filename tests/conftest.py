@@ -39,21 +39,30 @@ def pg_template() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def cloned_database(template: str, prefix: str = "sb_test") -> Iterator[str]:
+    """A migrated database cloned from the template, dropped (with its pool) afterwards."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    url = PG.format(name=name)
+    try:
+        yield url
+    finally:
+        from orchestrator.store.db import _engines
+
+        engine = _engines.pop(url, None)
+        if engine is not None:
+            engine.dispose()
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_url(pg_template: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test, dropped afterwards."""
-    name = f"sb_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    url = PG.format(name=name)
-    yield url
-    from orchestrator.store.db import _engines
-
-    engine = _engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with cloned_database(pg_template) as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -23,7 +21,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import psycopg
 import pytest
 import uvicorn
 import yaml
@@ -35,10 +32,9 @@ from bot.slack.port import SlackSettings
 from bot.slack.queue import CeleryQueue
 from orchestrator.store.repository import Store
 from orchestrator.teams import load_teams
-from tests.conftest import ADMIN_DSN, DEFAULT_TEAMS, PG
+from tests.conftest import DEFAULT_TEAMS, cloned_database
 from tests.slack.fake_slack import FakeSlack
 from tests.support.openai_server import OpenAIServer
-from tests.support.services import _wait
 from tests.support.workers import WorkerProcess
 
 SECRET = "test-signing-secret"
@@ -67,49 +63,19 @@ def model_server() -> Iterator[OpenAIServer]:
 
 
 @pytest.fixture(scope="module")
-def redis_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server: no other test run can flush or steal our queue."""
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    if not _wait("127.0.0.1", port, 20):
-        proc.kill()
-        raise RuntimeError("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+def redis_broker(redis_port: int) -> str:
+    """Database 1 of the session's private redis-server: per-test fixtures flush db 0, so
+    this module's long-lived worker keeps its queue."""
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=redis_port, db=1).flushdb()
+    return f"redis://127.0.0.1:{redis_port}/1"
 
 
 @pytest.fixture(scope="module")
 def database(pg_template: str) -> Iterator[str]:
-    name = f"sb_slack_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    url = PG.format(name=name)
-    yield url
-    from orchestrator.store.db import _engines
-
-    engine = _engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with cloned_database(pg_template, "sb_slack") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
