@@ -47,9 +47,19 @@ def _load_config():  # type: ignore[no-untyped-def]
     from orchestrator.teams import TeamsFileError, load_teams
 
     try:
-        return load_teams(get_settings().teams_file)
+        config = load_teams(get_settings().teams_file)
     except TeamsFileError as exc:
         raise _fail(str(exc), 2) from None
+    _warn(config)
+    return config
+
+
+def _warn(config) -> None:  # type: ignore[no-untyped-def]
+    """Missing keys and prices, on stderr: before a run fails on them, not after."""
+    from orchestrator.llm.checks import config_warnings
+
+    for warning in config_warnings(config):
+        typer.echo(f"switchboard: warning: {warning}", err=True)
 
 
 def _setup_logging(default_level: str, *, json: bool | None = None) -> None:
@@ -234,6 +244,7 @@ def teams_validate(
         config = load_teams(path)
     except TeamsFileError as exc:
         raise _fail(str(exc), 2) from None
+    _warn(config)
     typer.echo(f"{path}: ok ({len(config.teams)} teams: {', '.join(config.teams)})")
 
 

@@ -4,6 +4,7 @@
 /agent --team NAME <request>
 /agent status [RUN_ID]
 /agent abort RUN_ID
+/agent retry RUN_ID
 /agent budget
 /agent teams
 /agent help
@@ -19,11 +20,12 @@ USAGE = """Usage:
   /agent --team NAME <request>     start a run with the named team
   /agent status [RUN_ID]           a run's steps, spend and pending escalation (or recent runs)
   /agent abort RUN_ID              abort a run (its requester or an approver)
+  /agent retry RUN_ID              run a failed run's last step again (or answer its Retry)
   /agent budget                    spend against each limit
   /agent teams                     the teams and what they do
   /agent help                      this text"""
 
-SUBCOMMANDS = ("status", "abort", "budget", "teams", "help")
+SUBCOMMANDS = ("status", "abort", "retry", "budget", "teams", "help")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class Abort:
 
 
 @dataclass(frozen=True)
+class Retry:
+    run_id: int
+
+
+@dataclass(frozen=True)
 class Budget:
     pass
 
@@ -57,7 +64,7 @@ class Help:
     pass
 
 
-Command = StartRun | Status | Abort | Budget | Teams | Help
+Command = StartRun | Status | Abort | Retry | Budget | Teams | Help
 
 
 class CommandError(ValueError):
@@ -90,6 +97,10 @@ def parse(text: str) -> Command:
         if len(rest) != 1:
             raise CommandError("abort needs exactly one run id: /agent abort 42")
         return Abort(_run_id(rest[0]))
+    if head == "retry":
+        if len(rest) != 1:
+            raise CommandError("retry needs exactly one run id: /agent retry 42")
+        return Retry(_run_id(rest[0]))
     if head.startswith("--"):
         return _parse_team(text)
     if len(words) == 1 and head.isalpha() and head not in SUBCOMMANDS:

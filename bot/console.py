@@ -178,6 +178,13 @@ class ConsoleSession:
             self.say(reports.status_text(self.store, command.run_id, channel=self.channel))
         elif isinstance(command, commands.Abort):
             self.say(service.abort_run(self.store, self.config, command.run_id, self.actor))
+        elif isinstance(command, commands.Retry):
+            result = service.retry_run(self.store, self.config, command.run_id, self.actor)
+            self.say(result.message)
+            if result.resume_version is not None and result.run_id is not None:
+                if result.run_id not in self.runs:
+                    self.runs.append(result.run_id)
+                self.enqueue(result.run_id, result.resume_version)
         elif isinstance(command, commands.Budget):
             self.say(reports.budget_text(self.store, self.config, channel=self.channel))
         elif isinstance(command, commands.Teams):

@@ -61,10 +61,12 @@ class Notice:
         return cls(**values)
 
 
-def escalation_actions(escalation_id: int, grant: str) -> tuple[Action, ...]:
+def escalation_actions(
+    escalation_id: int, grant: str, *, approve_label: str | None = None
+) -> tuple[Action, ...]:
     value = str(escalation_id)
     return (
-        Action(APPROVE, f"Approve ({grant})", value, style="primary"),
+        Action(APPROVE, approve_label or f"Approve ({grant})", value, style="primary"),
         Action(
             ABORT,
             "Abort",

@@ -1,16 +1,14 @@
-"""The prompts the engine sends and the replies it accepts.
+"""The prompts the engine sends. How decisions come back is orchestrator/protocol.py.
 
-Supervisor replies are JSON so the decision is machine-checked; a reply that does not
-parse, or names an unknown worker, is a protocol error the engine re-asks once.
+In tools mode the protocol lives in the tool definitions; in json and text modes the system
+prompt also spells out the JSON to answer with.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.protocol import ROUTER_TEXT, SUPERVISOR_TEXT, Mode
 from orchestrator.state import State
 from orchestrator.teams import Team, TeamsConfig, Worker
 
@@ -23,49 +21,16 @@ DEBUGGER_PROMPT = (
 )
 
 
-class ProtocolError(ValueError):
-    """The model's reply does not follow the protocol."""
-
-
-@dataclass(frozen=True)
-class Assignment:
-    worker: str
-    instruction: str
-
-
-@dataclass(frozen=True)
-class Review:
-    worker: str
-    accepted: bool
-    feedback: str = ""
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: str  # assign | finish
-    assignments: tuple[Assignment, ...] = ()
-    answer: str = ""
-    review: Review | None = None
-
-
-def router_messages(config: TeamsConfig, request: str) -> Messages:
+def router_messages(config: TeamsConfig, request: str, mode: Mode = "tools") -> Messages:
     teams = "\n".join(f"- {name}: {team.description}" for name, team in config.teams.items())
+    how = "Call route with the team's name." if mode == "tools" else ROUTER_TEXT
     return [
         {
             "role": "system",
-            "content": "You route requests to the best team. (switchboard/router)\n"
-            'Reply with JSON only: {"team": "<name>"}.',
+            "content": f"You route requests to the best team. (switchboard/router)\n{how}",
         },
         {"role": "user", "content": f"Request: {request}\n\nTeams:\n{teams}\n"},
     ]
-
-
-def parse_route(text: str, config: TeamsConfig) -> str:
-    data = _json(text)
-    team = data.get("team") if isinstance(data, dict) else None
-    if team not in config.teams:
-        raise ProtocolError(f"router chose unknown team {team!r}")
-    return str(team)
 
 
 def _work_so_far(state: State) -> str:
@@ -78,7 +43,7 @@ def _recent(state: State, keep: int) -> str:
     return "\n".join(f"- [{m['role']}] {m['content']}" for m in messages)
 
 
-def supervisor_messages(team: Team, state: State, keep: int) -> Messages:
+def supervisor_messages(team: Team, state: State, keep: int, mode: Mode = "tools") -> Messages:
     roster = "\n".join(f"- {w.name}: {w.role.strip().splitlines()[0]}" for w in team.workers)
     parts = [
         f"Request: {state['request']}",
@@ -95,48 +60,25 @@ def supervisor_messages(team: Team, state: State, keep: int) -> Messages:
     human = state.get("human_input", [])
     if human:
         parts += ["", "Human input:\n" + "\n".join(f"- {h}" for h in human[-3:])]
+    if mode == "tools":
+        how = (
+            "Decide by calling tools. assign gives a worker a sub-task (call it several times "
+            "in one reply to run workers in parallel); review accepts or rejects a worker's "
+            "latest report; finish ends the run with your answer in Markdown; "
+            "finish_with_report ends it with a worker's latest report as the answer, verbatim, "
+            "when that report already answers the request."
+        )
+    else:
+        how = SUPERVISOR_TEXT
     system = (
-        f"{team.supervisor.prompt.strip()}\n\n(switchboard/supervisor)\n"
-        "Reply with JSON only, one of:\n"
-        '{"action": "assign", "assignments": [{"worker": "<name>", "instruction": "..."}], '
-        '"review": {"worker": "<name>", "accepted": true|false, "feedback": "..."}}\n'
-        '{"action": "finish", "answer": "...", "review": {...}}\n'
-        "Several assignments run in parallel. Review the latest report before assigning more."
+        f"{team.supervisor.prompt.strip()}\n\n(switchboard/supervisor)\n{how}\n"
+        "Review the latest report before assigning more. The requester sees only the final "
+        "answer, so it must stand on its own."
     )
     return [
         {"role": "system", "content": system},
         {"role": "user", "content": "\n".join(parts) + "\n"},
     ]
-
-
-def parse_decision(text: str, team: Team) -> Decision:
-    data = _json(text)
-    if not isinstance(data, dict) or data.get("action") not in ("assign", "finish"):
-        raise ProtocolError("supervisor reply needs action 'assign' or 'finish'")
-    review = None
-    raw_review = data.get("review")
-    if isinstance(raw_review, dict) and raw_review.get("worker"):
-        review = Review(
-            str(raw_review["worker"]),
-            bool(raw_review.get("accepted", True)),
-            str(raw_review.get("feedback", "")),
-        )
-    if data["action"] == "finish":
-        answer = str(data.get("answer") or "").strip()
-        if not answer:
-            raise ProtocolError("finish needs a non-empty answer")
-        return Decision("finish", answer=answer, review=review)
-    names = {w.name for w in team.workers}
-    assignments = []
-    for item in data.get("assignments") or []:
-        if not isinstance(item, dict) or item.get("worker") not in names:
-            raise ProtocolError(f"assignment names unknown worker {item!r}")
-        assignments.append(
-            Assignment(str(item["worker"]), str(item.get("instruction") or "").strip())
-        )
-    if not assignments:
-        raise ProtocolError("assign needs at least one assignment")
-    return Decision("assign", tuple(assignments), review=review)
 
 
 def worker_messages(
@@ -171,18 +113,3 @@ def summary_messages(previous: str, transcript: list[dict[str, Any]]) -> Message
             "content": f"Previous summary: {previous or '(none)'}\n\nNew work:\n{lines}\n",
         },
     ]
-
-
-def _json(text: str) -> Any:
-    text = text.strip()
-    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
-    if fenced:
-        text = fenced.group(1)
-    start = text.find("{")
-    end = text.rfind("}")
-    if start < 0 or end < start:
-        raise ProtocolError("reply is not JSON")
-    try:
-        return json.loads(text[start : end + 1])
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"reply is not valid JSON: {exc.msg}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator import budgets
+from orchestrator.llm.checks import unpriced_tiers
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
 
@@ -32,15 +33,21 @@ def status_text(store: Store, run_id: int | None, *, channel: str | None = None)
         return f"There is no run {run_id}."
     steps = store.steps(run_id)
     spend = store.spend(run_id=run_id)
+    # A call to a model with no price costs $0 in the ledger, which is not the same as free.
+    unpriced = {
+        c.step for c in store.llm_calls(run_id) if not (c.response or {}).get("priced", True)
+    }
+    cost = "unpriced" if unpriced else _money(spend.dollars)
     lines = [
         f"Run #{run.id} [{run.status}] team {run.team or 'routing'}, requested by {run.requester}",
         f"  request: {run.request[:200]}",
-        f"  steps: {len(steps)}, tokens: {spend.tokens}, cost: {_money(spend.dollars)}",
+        f"  steps: {len(steps)}, tokens: {spend.tokens}, cost: {cost}",
     ]
     for step in steps:
+        step_cost = "unpriced" if step.version in unpriced else _money(step.cost_usd)
         lines.append(
             f"  {step.version:>3}. {step.node:<10} {step.tokens_in + step.tokens_out:>7} tok "
-            f"{_money(step.cost_usd):>9} {step.latency_ms:>8.0f} ms  {step.summary[:90]}"
+            f"{step_cost:>9} {step.latency_ms:>8.0f} ms  {step.summary[:90]}"
         )
         for result in (step.detail or {}).get("tools", []):
             lines.append(f"       tool {result}")
@@ -64,6 +71,13 @@ def budget_text(
     for name, team in config.teams.items():
         limits = team.limits
         spent = store.spend(team=name, since=today)
+        unpriced = unpriced_tiers(config, name)
+        if unpriced:
+            lines.append(
+                f"  team {name} today: unpriced ({spent.tokens} tokens; no price for tier "
+                f"{', '.join(unpriced)}, so dollar limits cannot be enforced)"
+            )
+            continue
         team_limit = (
             _money(limits.max_dollars_per_team_day)
             if limits.max_dollars_per_team_day

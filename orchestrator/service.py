@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from sqlalchemy import select, update
 
-from orchestrator.engine import partial_results
+from orchestrator.nodes.endings import RETRYABLE_PAUSES, partial_results
 from orchestrator.notices import Kind, Notice
 from orchestrator.store.models import Escalation, EscalationStatus, Run, RunStatus
 from orchestrator.store.repository import Store
@@ -36,6 +36,7 @@ class Actor:
 
 
 BEAT = Actor(user="switchboard", platform="beat")
+RETRYABLE_GUARDS = RETRYABLE_PAUSES
 
 
 class DecisionOutcome(StrEnum):
@@ -154,7 +155,9 @@ def decide(
     run = store.get_run(escalation.run_id)
     assert run is not None
     action = "approve" if approve else "abort"
-    allowed = may_approve(config, run.team, actor) or (not approve and actor.user == run.requester)
+    # The requester may always abort, and may retry a model failure (Retry grants nothing).
+    own = actor.user == run.requester and (not approve or escalation.guard in RETRYABLE_GUARDS)
+    allowed = may_approve(config, run.team, actor) or own
     if not allowed:
         _audit(
             store,
@@ -313,6 +316,57 @@ def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> s
         _post_decision(store, escalation, EscalationStatus.ABORTED, actor.user, moment)
     _post_partial(store, run_id, f"Aborted by {actor.user}.")
     return f"Run {run_id} aborted."
+
+
+def retry_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> DecisionResult:
+    """Run a failed run's failed step again, or answer a paused run's Retry; the requester
+    or an approver may. The caller enqueues `resume_version`."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise UserError(f"There is no run {run_id}.")
+    pending = [e for e in store.pending_escalations(run_id) if e.guard in RETRYABLE_GUARDS]
+    if pending:
+        return decide(store, config, pending[0].id, True, actor)
+    if actor.user != run.requester and not may_approve(config, run.team, actor):
+        _audit(
+            store,
+            actor,
+            "retry",
+            "refused",
+            run_id=run_id,
+            detail="not the requester or an approver",
+        )
+        raise UserError(f"Only the requester or an approver can retry run {run_id}.")
+    if run.status != RunStatus.FAILED:
+        raise UserError(
+            f"Run {run_id} is {run.status}; only a failed run, or one paused because its model "
+            "failed, can be retried."
+        )
+    with store.session() as session:
+        claimed = (
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == RunStatus.FAILED)
+                .values(
+                    status=RunStatus.RUNNING,
+                    error=None,
+                    cleared_version=Run.version,
+                    updated_at=datetime.now(UTC),
+                )
+            ).rowcount
+            == 1
+        )
+    if not claimed:
+        return DecisionResult(
+            DecisionOutcome.ALREADY_DECIDED, f"Run {run_id} is already being retried.", run_id
+        )
+    _audit(store, actor, "retry", "applied", run_id=run_id)
+    return DecisionResult(
+        DecisionOutcome.APPLIED,
+        f"Retrying run {run_id}.",
+        run_id,
+        resume_version=run.version,
+    )
 
 
 def expire_escalations(store: Store, at: datetime | None = None) -> list[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -21,12 +21,22 @@ class _Strict(BaseModel):
 
 
 class Tier(_Strict):
-    """A litellm model string plus call parameters and optional fallbacks."""
+    """A litellm model string plus call parameters and optional fallbacks.
+
+    `protocol` says how the router and supervisor are asked for decisions: native tool
+    calls, a JSON-schema response format, or JSON in plain text; `auto` asks litellm what
+    the model supports. Prices, when given, replace litellm's map for this tier's models
+    (a model with no price anywhere makes dollar limits meaningless, so it is warned about).
+    """
 
     model: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     fallbacks: list[str] = Field(default_factory=list)
     api_base: str | None = None
+    protocol: Literal["auto", "tools", "json", "text"] = "auto"
+    input_cost_per_token: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    output_cost_per_token: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    max_tokens_cap: int | None = Field(default=None, ge=16, le=1_000_000)
 
 
 class Supervisor(_Strict):

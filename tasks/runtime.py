@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.engine import Engine
+from orchestrator.llm.checks import config_warnings
 from orchestrator.llm.gateway import LLMGateway
 from orchestrator.ports import ChatPort
 from orchestrator.settings import Settings, get_settings
@@ -45,6 +46,8 @@ def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
     settings = settings or get_settings()
     store = Store(settings.database_url)
     config = load_teams(settings.teams_file)
+    for warning in config_warnings(config):
+        log.warning("teams file %s: %s", settings.teams_file, warning)
     gateway = LLMGateway(
         config.tiers, store, timeout_s=settings.model_timeout_s, retries=settings.model_retries
     )

@@ -30,6 +30,7 @@ USAGE = """Usage:
   /agent run request:<text> [team:<name>]   start a run; without a team a router picks one
   /agent status [run_id]                    a run's steps, spend and pending escalation
   /agent abort run_id                       abort a run (its requester or an approver)
+  /agent retry run_id                       run a failed run's last step again
   /agent budget                             spend against each limit
   /agent teams                              the teams and what they do
   /agent help                               this text
@@ -198,6 +199,27 @@ class AgentCommands(
             return
         await asyncio.to_thread(s.deliver, run_id)
         await reply(interaction, text)
+
+    @app_commands.command(
+        name="retry", description="Run a failed run's last step again (or answer its Retry)."
+    )
+    @app_commands.describe(run_id="The run number")
+    async def retry(
+        self, interaction: discord.Interaction[Any], run_id: app_commands.Range[int, 1]
+    ) -> None:
+        s = self.services
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            result = await asyncio.to_thread(
+                service.retry_run, s.store, s.config, run_id, actor_of(interaction)
+            )
+        except service.UserError as exc:
+            await reply(interaction, str(exc))
+            return
+        if result.resume_version is not None and result.run_id is not None:
+            await asyncio.to_thread(s.enqueue, result.run_id, result.resume_version)
+        await asyncio.to_thread(s.deliver, run_id)
+        await reply(interaction, result.message)
 
     @app_commands.command(name="budget", description="Spend against each limit today.")
     async def budget(self, interaction: discord.Interaction[Any]) -> None:

@@ -162,6 +162,15 @@ class Listeners:
                 )
                 await self._enqueue(core.queue.notify, [command.run_id])
                 return Reply(message)
+            if isinstance(command, commands.Retry):
+                actor = service.Actor(user, PLATFORM, channel, await self.groups.groups_of(user))
+                result = await self._db(
+                    service.retry_run, core.store, core.config, command.run_id, actor
+                )
+                if result.resume_version is not None and result.run_id is not None:
+                    await self._enqueue(core.queue.advance, result.run_id, result.resume_version)
+                await self._enqueue(core.queue.notify, [command.run_id])
+                return Reply(result.message)
             if isinstance(command, commands.Budget):
                 report = await self._db(
                     reports.budget_text, core.store, core.config, channel=channel

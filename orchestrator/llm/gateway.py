@@ -12,19 +12,21 @@ import asyncio
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
 os.environ.setdefault("LITELLM_LOG", "ERROR")
 
 import litellm
 
-from orchestrator.llm import scripted
+from orchestrator.llm import pricing, scripted
 from orchestrator.teams import Tier
 from orchestrator.telemetry import metrics
+from orchestrator.telemetry.logs import redact
 from orchestrator.telemetry.tracing import model_span, record_model_usage
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ logging.getLogger("LiteLLM").setLevel(logging.ERROR)
 litellm.suppress_debug_info = True
 litellm.telemetry = False
 scripted.register()
+
+Mode = Literal["tools", "json", "text"]
 
 RETRYABLE = (
     litellm.RateLimitError,
@@ -60,6 +64,12 @@ class Reply:
     cost_usd: float
     latency_ms: float
     replayed: bool = False
+    finish_reason: str = "stop"  # "length": cut off at max_tokens
+    priced: bool = True  # False: no price known, cost_usd is 0 but not free
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
 
     def assistant_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
@@ -79,6 +89,8 @@ class Reply:
             "content": self.content,
             "tool_calls": [c.__dict__ for c in self.tool_calls],
             "model": self.model,
+            "finish_reason": self.finish_reason,
+            "priced": self.priced,
         }
 
 
@@ -96,6 +108,8 @@ class CallSpec:
     channel: str | None = None
     tools: list[dict[str, Any]] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,79 @@ class BudgetExceeded(Exception):
 
 
 class ModelUnavailable(Exception):
-    """Every model of the tier failed for good; the step ends with a clear error."""
+    """Every model of the tier failed for good; the run pauses and asks (Retry / Abort)."""
+
+    def __init__(self, message: str, *, tier: str = "", model: str = "") -> None:
+        super().__init__(message)
+        self.tier, self.model = tier, model
+
+
+class ProviderAuthError(Exception):
+    """The provider refused the credentials (401 / 403): retrying cannot help, so the run
+    fails at once with the name of the key to set."""
+
+
+class FeatureUnsupported(Exception):
+    """The provider refused tools or a response format for this model (a 400 about them);
+    the caller asks again in a simpler protocol mode."""
+
+
+AUTH_ERRORS = (litellm.AuthenticationError, litellm.PermissionDeniedError)
+_KEY_NAMES = {
+    "openai": "OPENAI_API_KEY",
+    "text-completion-openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "vertex_ai": "GOOGLE_APPLICATION_CREDENTIALS",
+    "bedrock": "AWS_ACCESS_KEY_ID",
+}
+_SECRET_PARAM = re.compile(r"key|token|secret|password|authori[sz]ation|credential|header", re.I)
+
+
+def key_name(model: str) -> str:
+    """The environment variable litellm reads this model's key from."""
+    try:
+        missing = litellm.validate_environment(model=model).get("missing_keys") or []
+    except Exception:
+        missing = []
+    for name in missing:
+        if not name.endswith("_API_BASE"):
+            return str(name)
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+    except Exception:
+        provider = model.split("/", 1)[0]
+    return _KEY_NAMES.get(provider, f"{provider.upper().replace('-', '_')}_API_KEY")
+
+
+_KEYS_PRESENT: set[str] = set()
+_CREDENTIALS_MISSING = re.compile(r"missing credentials|api_key client option must be set", re.I)
+
+
+def missing_key(model: str, tier: Tier) -> str | None:
+    """The key variable this model needs and the environment lacks, if any. A tier that
+    passes `api_key` in its params, or a provider that needs none, has nothing missing."""
+    if model in _KEYS_PRESENT or "api_key" in tier.params or model.startswith("scripted/"):
+        return None
+    try:
+        missing = litellm.validate_environment(model=model).get("missing_keys") or []
+    except Exception:
+        missing = []
+    needed = [k for k in missing if not k.endswith("_API_BASE") or not tier.api_base]
+    if not needed:
+        _KEYS_PRESENT.add(model)
+        return None
+    return str(needed[0])
+
+
+def stored_request(request: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger keeps of a request: never credentials, headers or secrets in URLs."""
+    kept: dict[str, Any] = {}
+    for name, value in request.items():
+        if _SECRET_PARAM.search(name):
+            continue
+        kept[name] = redact(value) if isinstance(value, str) and name != "messages" else value
+    return kept
 
 
 class CallLedger(Protocol):
@@ -145,83 +231,40 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
-_UNPRICED: set[str] = set()
-
-
-def _reply_from(response: Any, model: str, latency_ms: float) -> Reply:
-    choice = response.choices[0].message
+def _reply_from(tier: Tier, response: Any, model: str, latency_ms: float) -> Reply:
+    first = response.choices[0]
+    choice = first.message
     calls = tuple(
-        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-        for c in (getattr(choice, "tool_calls", None) or [])
+        ToolCall(
+            id=c.id or f"call_{index}",
+            name=c.function.name or "",
+            arguments=c.function.arguments or "{}",
+        )
+        for index, c in enumerate(getattr(choice, "tool_calls", None) or [])
     )
     usage = getattr(response, "usage", None)
-    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-    if cost is None and model not in _UNPRICED:
-        try:
-            cost = litellm.completion_cost(completion_response=response, model=model)
-        except Exception:  # unknown price: account tokens, cost stays 0
-            # litellm's failing lookup is costly (it tries every generalisation of the
-            # name); a model without a price is remembered as such.
-            _UNPRICED.add(model)
-            cost = 0.0
+    tokens_in = getattr(usage, "prompt_tokens", 0) or 0
+    tokens_out = getattr(usage, "completion_tokens", 0) or 0
+    cost = pricing.cost(tier, model, response, tokens_in, tokens_out)
     return Reply(
         content=choice.content or "",
         tool_calls=calls,
         model=model,
-        tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
-        tokens_out=getattr(usage, "completion_tokens", 0) or 0,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
         cost_usd=float(cost or 0.0),
         latency_ms=latency_ms,
+        finish_reason=str(getattr(first, "finish_reason", None) or "stop"),
+        priced=cost is not None,
     )
 
 
 def projected_cost(
-    model: str, messages: list[dict[str, Any]], max_output_tokens: int
+    tier: Tier, model: str, messages: list[dict[str, Any]], max_output_tokens: int
 ) -> tuple[float, int]:
-    """Cost if the model uses its whole output allowance; unknown prices project zero dollars."""
-    try:
-        prompt_tokens = litellm.token_counter(model=model, messages=messages)
-    except Exception:
-        prompt_tokens = litellm.token_counter(model="gpt-3.5-turbo", messages=messages)
-    try:
-        cost_in, cost_out = litellm.cost_per_token(
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=max_output_tokens
-        )
-        dollars = cost_in + cost_out
-    except Exception:
-        dollars = 0.0
-    return dollars, prompt_tokens + max_output_tokens
-
-
-_PRICES: dict[str, tuple[float, float]] = {}
-
-
-def _prices(model: str) -> tuple[float, float]:
-    """The model's highest ($/input token, $/output token) in litellm's cost map (tiered
-    prices included), looked up once per model; (0, 0) where `projected_cost` also finds
-    no price, so the bound never exceeds what the exact projection would allow."""
-    price = _PRICES.get(model)
-    if price is None:
-        try:
-            litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
-            info = litellm.get_model_info(model)
-        except Exception:
-            price = (0.0, 0.0)
-        else:
-            rates = {key: value for key, value in info.items() if isinstance(value, int | float)}
-            price = (
-                max(
-                    (v for k, v in rates.items() if k.startswith("input_cost_per_token")),
-                    default=0.0,
-                ),
-                max(
-                    (v for k, v in rates.items() if k.startswith("output_cost_per_token")),
-                    default=0.0,
-                ),
-            )
-            price = (float(price[0]), float(price[1]))
-        _PRICES[model] = price
-    return price
+    """Cost if the model uses its whole output allowance; an unpriced model projects $0."""
+    prompt = pricing.prompt_tokens(model, messages)
+    return pricing.projected(tier, model, prompt, max_output_tokens), prompt + max_output_tokens
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -247,9 +290,31 @@ class LLMGateway:
         self.expected_output_tokens = expected_output_tokens
         self._sleep = sleep
         self._observers = observers
+        self._modes: dict[str, Mode] = {}
+
+    def mode_for(self, tier_name: str) -> Mode:
+        """How decisions are asked of this tier: the tier's setting, else what litellm knows
+        of the model; a model litellm does not know is tried with tools (a refusal of tools
+        degrades to JSON, then text)."""
+        mode = self._modes.get(tier_name)
+        if mode is None:
+            tier = self.tiers[tier_name]
+            mode = tier.protocol if tier.protocol != "auto" else _model_mode(tier.model)
+            self._modes[tier_name] = mode
+        return mode
+
+    def degrade(self, tier_name: str, mode: Mode) -> Mode | None:
+        """The next simpler mode after the provider refused `mode`, remembered per tier."""
+        simpler: Mode | None = {"tools": "json", "json": "text"}.get(mode)  # type: ignore[assignment]
+        if simpler is not None:
+            log.warning(
+                "tier %s refused %s; asking in %s mode from now on", tier_name, mode, simpler
+            )
+            self._modes[tier_name] = simpler
+        return simpler
 
     def _projected(
-        self, model: str, messages: list[dict[str, Any]], max_out: int, budget: Budget
+        self, tier: Tier, model: str, messages: list[dict[str, Any]], max_out: int, budget: Budget
     ) -> tuple[float, int]:
         """The projected cost, or a cheap upper bound of it when that bound already fits.
 
@@ -264,15 +329,15 @@ class LLMGateway:
         for message in messages:
             content = message.get("content")
             if not isinstance(content, str) or len(message) > 2:
-                return projected_cost(model, messages, max_out)
+                return projected_cost(tier, model, messages, max_out)
             bound += (len(content) if content.isascii() else 4 * len(content)) + 16
         tokens = bound + max_out
         if budget.tokens is not None and tokens > budget.tokens:
-            return projected_cost(model, messages, max_out)
-        price_in, price_out = _prices(model)
+            return projected_cost(tier, model, messages, max_out)
+        price_in, price_out = pricing.price(tier, model) or (0.0, 0.0)
         dollars = bound * price_in + max_out * price_out
         if budget.dollars is not None and dollars > budget.dollars:
-            return projected_cost(model, messages, max_out)
+            return projected_cost(tier, model, messages, max_out)
         return dollars, tokens
 
     def model_for(self, tier: str) -> str:
@@ -300,18 +365,26 @@ class LLMGateway:
         params = {**tier.params, **spec.params}
         if budget is not None and (budget.dollars is not None or budget.tokens is not None):
             max_out = int(params.get("max_tokens") or self.expected_output_tokens)
-            dollars, tokens = self._projected(tier.model, spec.messages, max_out, budget)
+            dollars, tokens = self._projected(tier, tier.model, spec.messages, max_out, budget)
             if (budget.dollars is not None and dollars > budget.dollars) or (
                 budget.tokens is not None and tokens > budget.tokens
             ):
                 raise BudgetExceeded(dollars, tokens, budget)
         last_error: Exception | None = None
+        auth_failures: list[str] = []
         for model in (tier.model, *tier.fallbacks):
+            if missing_key(model, tier) is not None:
+                auth_failures.append(model)  # no call can succeed; do not retry it for 20 s
+                continue
             with model_span(model, spec.tier) as span:
                 try:
                     reply, request = await self._call_with_retries(model, tier, spec, params)
+                except FeatureUnsupported:
+                    raise
                 except Exception as exc:  # retries exhausted, or refused (bad request, auth)
                     last_error = exc
+                    if _is_auth_error(exc):
+                        auth_failures.append(model)
                     if not isinstance(exc, RETRYABLE):  # retryable ones were counted per attempt
                         metrics.MODEL_ERRORS.labels(
                             model=model, error=metrics.error_label(exc)
@@ -339,9 +412,17 @@ class LLMGateway:
             for observe in self._observers:
                 observe(spec, stored)
             return stored
+        if auth_failures:
+            keys = ", ".join(dict.fromkeys(key_name(m) for m in auth_failures))
+            raise ProviderAuthError(
+                f"The provider refused the credentials for tier {spec.tier} "
+                f"({', '.join(auth_failures)}): set {keys} for tier {spec.tier}."
+            )
         raise ModelUnavailable(
             f"tier {spec.tier!r}: every model failed "
-            f"({type(last_error).__name__}: {_short(last_error)})"
+            f"({type(last_error).__name__}: {_short(last_error)})",
+            tier=spec.tier,
+            model=tier.model,
         )
 
     async def _call_with_retries(
@@ -350,6 +431,10 @@ class LLMGateway:
         request: dict[str, Any] = {"model": model, "messages": spec.messages, **params}
         if spec.tools:
             request["tools"] = spec.tools
+            if spec.tool_choice is not None:
+                request["tool_choice"] = spec.tool_choice
+        if spec.response_format is not None:
+            request["response_format"] = spec.response_format
         extra: dict[str, Any] = {"timeout": self.timeout_s, "max_retries": 0}
         if tier.api_base:
             extra["api_base"] = tier.api_base
@@ -358,6 +443,8 @@ class LLMGateway:
             try:
                 response = await litellm.acompletion(**request, **extra)
             except RETRYABLE as exc:
+                if _is_auth_error(exc):
+                    raise
                 metrics.MODEL_ERRORS.labels(model=model, error=metrics.error_label(exc)).inc()
                 if attempt >= self.retries:
                     raise
@@ -367,11 +454,45 @@ class LLMGateway:
                 log.info("model %s: %s, retrying in %.2fs", model, type(exc).__name__, delay)
                 await self._sleep(delay)
                 continue
+            except (litellm.BadRequestError, litellm.UnsupportedParamsError) as exc:
+                if _refuses_feature(exc, request):
+                    raise FeatureUnsupported(_short(exc)) from exc
+                raise
             latency_ms = (time.perf_counter() - started) * 1000
-            return _reply_from(response, model, latency_ms), request
+            return _reply_from(tier, response, model, latency_ms), stored_request(request)
         raise AssertionError("unreachable")
 
 
+def _is_auth_error(exc: Exception) -> bool:
+    """401 / 403, or a client that refused to send without credentials (litellm reports
+    that as a server error, which must not be retried)."""
+    return isinstance(exc, AUTH_ERRORS) or bool(_CREDENTIALS_MISSING.search(str(exc)))
+
+
+def _model_mode(model: str) -> Mode:
+    try:
+        litellm.get_model_info(model)
+    except Exception:
+        return "tools"  # unknown to litellm: an OpenAI-compatible server most likely
+    try:
+        if litellm.supports_function_calling(model=model):
+            return "tools"
+        if litellm.supports_response_schema(model=model):
+            return "json"
+    except Exception:
+        return "tools"
+    return "text"
+
+
+def _refuses_feature(exc: Exception, request: dict[str, Any]) -> bool:
+    """A 400 that names tools or the response format, for a request that used them."""
+    text = str(exc).lower()
+    if "tools" in request and ("tool" in text or "function" in text):
+        return True
+    return "response_format" in request and ("response_format" in text or "json_schema" in text)
+
+
 def _short(exc: Exception | None) -> str:
+    """First line of a provider error, scrubbed: it reaches chat and runs.error."""
     text = str(exc or "").strip().splitlines()
-    return (text[0] if text else "")[:200]
+    return redact((text[0] if text else "")[:200])

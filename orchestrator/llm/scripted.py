@@ -2,10 +2,11 @@
 
 It is a real litellm custom provider (`scripted/<tier>`), so the whole litellm call path,
 usage and cost accounting run in the demo and in tests. It reads the prompts the engine
-builds, as a real model would, and answers by a fixed policy. Directives in the request
-make it misbehave on purpose for the guard tests: `[loop]` never finishes, `[repeat]`
-repeats the same output, `[reject]` rejects every review, `[fanout]` assigns every worker
-at once, `[code]` makes a worker with the run_code tool call it.
+builds, as a real model would, and answers by a fixed policy through the same protocol as a
+hosted model: decisions as tool calls when tools are offered, JSON text when they are not.
+Directives in the request make it misbehave on purpose for the guard tests: `[loop]` never
+finishes, `[repeat]` repeats the same output, `[reject]` rejects every review, `[fanout]`
+assigns every worker at once, `[code]` makes a worker with the run_code tool call it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def _stems(text: str) -> set[str]:
     return {word[:6] for word in re.findall(r"[a-z]{3,}", text.lower())}
 
 
-def route(user: str) -> str:
+Call = tuple[str, dict[str, Any]]  # a decision as (tool name, arguments)
+
+
+def route(user: str) -> list[Call]:
     """Pick the team whose description shares most word stems with the request."""
     request_words = _stems(_request(user))
     best, best_score = "", -1
@@ -58,75 +62,67 @@ def route(user: str) -> str:
         score = len(words & request_words)
         if score > best_score:
             best, best_score = name, score
-    return json.dumps({"team": best})
+    return [("route", {"team": best})]
 
 
-def supervise(user: str) -> str:
-    """Assign each worker in turn, run one review round, then finish."""
+def _assign(worker: str, instruction: str) -> Call:
+    return ("assign", {"worker": worker, "instruction": instruction})
+
+
+def supervise(user: str) -> list[Call]:
+    """Assign each worker in turn, run one review round, then finish with the report that
+    addressed the review."""
     request = _request(user)
     workers = _WORKER_LINE.findall(_section(user, "Workers"))
     counts = {name: int(n) for name, n in _COUNT.findall(_section(user, "Work so far"))}
     done = sum(counts.values())
     first = workers[0]
     if "[reject]" in request and done:
-        return json.dumps(
-            {
-                "action": "assign",
-                "assignments": [{"worker": first, "instruction": f"Fix: {request}"}],
-                "review": {
-                    "worker": first,
-                    "accepted": False,
-                    "feedback": "Still wrong; try again.",
-                },
-            }
-        )
+        return [
+            ("review", {"worker": first, "accepted": False, "feedback": "Still wrong; try again."}),
+            _assign(first, f"Fix: {request}"),
+        ]
     if "[loop]" in request:
-        return json.dumps(
-            {
-                "action": "assign",
-                # With [repeat] the supervisor varies its words (no ping-pong) while the
-                # worker keeps repeating itself (stuck).
-                "assignments": [
-                    {
-                        "worker": first,
-                        "instruction": f"Work on (attempt {done + 1}): {request}"
-                        if "[repeat]" in request
-                        else f"Work on: {request}",
-                    }
-                ],
-            }
-        )
+        # With [repeat] the supervisor varies its words (no ping-pong) while the worker
+        # keeps repeating itself (stuck).
+        attempt = f"Work on (attempt {done + 1}): {request}" if "[repeat]" in request else None
+        return [_assign(first, attempt or f"Work on: {request}")]
     if "[fanout]" in request and done == 0:
-        return json.dumps(
-            {
-                "action": "assign",
-                "assignments": [
-                    {"worker": w, "instruction": f"{w}: your part of: {request}"} for w in workers
-                ],
-            }
-        )
+        return [_assign(w, f"{w}: your part of: {request}") for w in workers]
     if done < len(workers):
         worker = workers[done]
         instruction = f"Draft: {request}" if done == 0 else f"Review the work so far on: {request}"
-        return json.dumps(
-            {"action": "assign", "assignments": [{"worker": worker, "instruction": instruction}]}
-        )
+        return [_assign(worker, instruction)]
     if done == len(workers):
-        review = {"worker": first, "accepted": False, "feedback": "Address the review comments."}
-        return json.dumps(
-            {
-                "action": "assign",
-                "review": review,
-                "assignments": [
-                    {"worker": first, "instruction": f"Address the review comments on: {request}"}
-                ],
-            }
-        )
-    reports = _section(user, "Recent reports").strip()
-    answer = f"Answer to: {request}\n\n{reports}" if reports else f"Answer to: {request}"
-    return json.dumps(
-        {"action": "finish", "answer": answer, "review": {"worker": first, "accepted": True}}
-    )
+        return [
+            (
+                "review",
+                {"worker": first, "accepted": False, "feedback": "Address the review comments."},
+            ),
+            _assign(first, f"Address the review comments on: {request}"),
+        ]
+    return [
+        ("review", {"worker": first, "accepted": True}),
+        ("finish_with_report", {"worker": first}),
+    ]
+
+
+def as_json(calls: list[Call]) -> str:
+    """The same decision for a model asked to answer in JSON instead of tool calls."""
+    names = [name for name, _ in calls]
+    if names == ["route"]:
+        return json.dumps(calls[0][1])
+    data: dict[str, Any] = {}
+    for name, args in calls:
+        if name == "review":
+            data["review"] = args
+        elif name == "assign":
+            data["action"] = "assign"
+            data.setdefault("assignments", []).append(args)
+        else:
+            data["action"] = name
+            data.update(args)
+    return json.dumps(data)
 
 
 def work(
@@ -153,6 +149,16 @@ def work(
         }
     if "[repeat]" in user:
         return {"content": f"{worker}: I keep producing the same thing."}
+    if task.startswith("Address the review comments on: "):
+        request = task.split(": ", 1)[1]
+        return {
+            "content": f"Answer to: {request}\n\n"
+            f"The {worker} drafted this, a colleague reviewed it, and the review comments are "
+            "addressed.\n\n"
+            "_This answer comes from Switchboard's offline scripted model, which shows the "
+            "team at work without keys. Point the tiers in your teams file at a real model "
+            "for real answers._"
+        }
     persona = " (debugging carefully)" if "debugger" in system.lower() else ""
     return {"content": f"{worker}{persona}: done. {task}"}
 
@@ -170,12 +176,26 @@ class ScriptedLLM(CustomLLM):
     ) -> ModelResponse:
         system, user = _text(messages, "system"), _text(messages, "user")
         tools = optional_params.get("tools")
+        offered = {t.get("function", {}).get("name") for t in tools or []}
         message: dict[str, Any] = {"role": "assistant", "content": None}
         finish = "stop"
+        decision = None
         if "(switchboard/router)" in system:
-            message["content"] = route(user)
+            decision = route(user)
         elif "(switchboard/supervisor)" in system:
-            message["content"] = supervise(user)
+            decision = supervise(user)
+        if decision is not None and decision[0][0] in offered:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{index}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for index, (name, args) in enumerate(decision)
+            ]
+            finish = "tool_calls"
+        elif decision is not None:
+            message["content"] = as_json(decision)
         elif "(switchboard/summary)" in system:
             message["content"] = summarise(user)
         else:

@@ -650,6 +650,8 @@ def _reply_of(row: LLMCall, *, replayed: bool) -> Reply:
         cost_usd=row.cost_usd,
         latency_ms=row.latency_ms,
         replayed=replayed,
+        finish_reason=response.get("finish_reason") or "stop",
+        priced=response.get("priced", True),
     )
 
 

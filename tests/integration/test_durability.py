@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from orchestrator import service
 from orchestrator import state as st
 from orchestrator.outbox import OutboxSender
 from orchestrator.store.models import OutboxItem, OutboxStatus, RunStatus
@@ -180,7 +181,7 @@ def test_429_then_500_then_success_is_one_paid_call(stack, http_teams, model_ser
     assert "retrying in 1.00s" in worker.log()  # Retry-After honoured
 
 
-def test_a_provider_failing_for_good_fails_the_run_with_a_notice(
+def test_a_provider_failing_for_good_pauses_the_run_with_retry_and_abort(
     stack, http_teams, model_server
 ) -> None:  # type: ignore[no-untyped-def]
     s = stack(http_teams, **{**FAST_RECOVERY, "SWITCHBOARD_MODEL_RETRIES": "1"})
@@ -188,11 +189,19 @@ def test_a_provider_failing_for_good_fails_the_run_with_a_notice(
     for _ in range(2):
         model_server.fail_next(503)
     run = s.start("summarise the design")
-    done = s.wait(run.id, statuses=RunStatus.TERMINAL)
-    assert done.status == RunStatus.FAILED
-    assert "The model provider failed" in done.error
+    paused = s.wait(run.id)
+    assert paused.status == RunStatus.AWAITING_APPROVAL
+    [escalation] = s.store.pending_escalations(run.id)
+    assert escalation.guard == "provider_failure"
+    assert "The model provider failed" in escalation.reason
     port = RecordingPort()
     OutboxSender(s.store, port, "test", progress_interval_s=0).drain()
-    assert any(
-        c.notice.kind == "error" and "model provider failed" in c.notice.body for c in port.calls
-    )
+    asked = [c.notice for c in port.calls if c.notice.kind == "escalation"]
+    assert asked and [a.label for a in asked[-1].actions] == ["Retry", "Abort"]
+    # The provider is back: Retry resumes the run through the queue and it finishes.
+    from tasks.steps import advance
+
+    result = service.retry_run(s.store, s.config, run.id, service.Actor("U1", "test", "C1"))
+    assert result.resume_version is not None
+    advance.delay(run.id, result.resume_version)
+    assert s.wait(run.id, statuses=RunStatus.TERMINAL).status == RunStatus.FINISHED

@@ -65,3 +65,28 @@ def test_not_yaml(tmp_path: Path) -> None:
     path.write_text("tiers: [unclosed\n")
     with pytest.raises(TeamsFileError, match="not valid YAML"):
         load_teams(path)
+
+
+def test_the_readme_real_provider_tiers_load_and_warn_only_about_keys(
+    monkeypatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    from orchestrator.llm.checks import config_warnings
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Real models") :]
+    snippet = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
+    data = yaml.safe_load((ROOT / "teams" / "default.yaml").read_text())
+    data.update(yaml.safe_load(snippet))
+    path = tmp_path / "real.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    config = load_teams(path)
+    warnings = config_warnings(config)
+    assert any("ANTHROPIC_API_KEY" in w and "tier premium" in w for w in warnings)
+    assert not any("no price" in w for w in warnings)  # litellm prices them; local declares
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
+    assert config_warnings(config) == []

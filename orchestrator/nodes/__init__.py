@@ -1,0 +1,1 @@
+"""The nodes of a step: route, supervise, work; each a function of the step context."""

@@ -1,0 +1,157 @@
+"""What a node works with: the step's context, the engine's services, and its result.
+
+A node (route, supervise, work) is a function of the step context that returns a
+NodeResult; the engine turns that result into one committed step. Model calls go through
+`call`, which keeps call indexes deterministic and re-asks once, with a higher max_tokens,
+when a reply was cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from orchestrator import state as st
+from orchestrator.guards import Figures
+from orchestrator.llm.gateway import Budget, CallSpec, LLMGateway, Reply
+from orchestrator.notices import Kind, Notice
+from orchestrator.store.models import Run, RunStatus
+from orchestrator.store.repository import Spend, Store
+from orchestrator.teams import Team, TeamsConfig, Tier
+
+T = TypeVar("T")
+
+SUPERVISOR_CALLS = 0  # call indexes 0..9
+SUMMARY_CALL = 90
+ROUTER_CALL = 95
+WORKER_CALLS = 100  # worker i uses 100*(i+1) .. 100*(i+1)+99
+TRUNCATION_RETRY = 5000  # a call cut off at max_tokens is asked again at index + this
+DEFAULT_CAP = 8192  # max_tokens for a re-ask when the tier sets no max_tokens and no cap
+
+
+class ToolBox(Protocol):
+    """Executes a tool call for a worker; returns the JSON text for the tool message."""
+
+    def specs(self, names: list[str]) -> list[dict[str, Any]]: ...
+
+    def execute(self, name: str, arguments: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Services:
+    store: Store
+    gateway: LLMGateway
+    config: TeamsConfig
+    tools: ToolBox | None = None
+    escalation_ttl_s: float = 24 * 3600
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+
+@dataclass
+class StepContext:
+    run: Run
+    state: st.State
+    number: int  # the version this step will commit
+    team: Team | None
+    services: Services
+    figures: Figures | None = None
+    budget: Budget | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    spend: Spend = field(default_factory=Spend)
+    replays: dict[int, Reply] = field(default_factory=dict)
+    last_input_id: int = 0
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    node: str
+    summary: str
+    updates: list[dict[str, Any]]
+    status: str = RunStatus.RUNNING
+    notices: tuple[Notice, ...] = ()
+    answer: str | None = None
+    error: str | None = None
+    escalation: dict[str, Any] | None = None
+    team: str | None = None
+
+
+def max_tokens(tier: Tier, params: dict[str, Any] | None = None) -> int | None:
+    value = (params or {}).get("max_tokens", tier.params.get("max_tokens"))
+    return int(value) if value else None
+
+
+def raised_max_tokens(tier: Tier, params: dict[str, Any] | None = None) -> int | None:
+    """A higher max_tokens for one re-ask (double, up to the tier's cap); None at the cap."""
+    current = max_tokens(tier, params)
+    cap = tier.max_tokens_cap or (4 * current if current else DEFAULT_CAP)
+    wanted = min(cap, 2 * current) if current else cap
+    return wanted if current is None or wanted > current else None
+
+
+def cut_off(tier_name: str, limit: int | None) -> str:
+    return f"cut off at max_tokens {limit if limit else '(provider default)'} on tier {tier_name}"
+
+
+async def call(
+    ctx: StepContext,
+    index: int,
+    tier: str,
+    purpose: str,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    params: dict[str, Any] | None = None,
+    tool_choice: str | dict[str, Any] | None = None,
+    response_format: dict[str, Any] | None = None,
+) -> tuple[Reply, int | None]:
+    """One model call, and one re-ask with a higher max_tokens if it was cut off.
+
+    Returns the reply and the max_tokens it ran under, so a caller can say where a reply
+    that is still cut off was cut. begin_step fetched every call already recorded for this
+    step, so a re-executed step replays both calls without a ledger lookup.
+    """
+    gateway = ctx.services.gateway
+    spec = CallSpec(
+        run_id=ctx.run.id,
+        step=ctx.number,
+        call_index=index,
+        tier=tier,
+        purpose=purpose,
+        messages=messages,
+        team=ctx.state.get("team"),
+        channel=ctx.run.channel,
+        tools=tools,
+        params=params or {},
+        tool_choice=tool_choice,
+        response_format=response_format,
+    )
+    reply = await gateway.complete(spec, ctx.budget, replays=ctx.replays)
+    limit = max_tokens(gateway.tiers[tier], params)
+    if not reply.truncated:
+        return reply, limit
+    raised = raised_max_tokens(gateway.tiers[tier], params)
+    if raised is None:
+        return reply, limit
+    ctx.details.setdefault("truncated", []).append({"purpose": purpose, "max_tokens": raised})
+    again = dataclasses.replace(
+        spec, call_index=index + TRUNCATION_RETRY, params={**(params or {}), "max_tokens": raised}
+    )
+    return await gateway.complete(again, ctx.budget, replays=ctx.replays), raised
+
+
+def figure_strings(ctx: StepContext) -> dict[str, str]:
+    f = ctx.figures
+    if f is None:
+        return {"step": str(ctx.number)}
+    return {"step": str(ctx.number), "tokens": str(f.tokens), "dollars": f"${f.dollars:.4f}"}
+
+
+def progress(ctx: StepContext, text: str, team: str | None = None) -> Notice:
+    figures = figure_strings(ctx)
+    figures["team"] = team or ctx.state.get("team") or "?"
+    return Notice(Kind.PROGRESS, ctx.run.id, text, figures=figures)
