@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -242,6 +244,24 @@ def _assert_refused(report: dict) -> None:
 
 def test_namespaces_mounts_keyring_and_bpf_are_refused(sandbox: Sandbox) -> None:
     _assert_refused(_probe(sandbox))
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the x32 ABI is x86_64's")
+def test_another_abi_does_not_get_around_the_filter(sandbox: Sandbox) -> None:
+    """unshare by its x32 number: refused (Docker lists x32 too) or killed (bwrap: bad arch)."""
+    code = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+result = libc.syscall(ctypes.c_long(272 | 0x40000000), ctypes.c_long(0x10000000))
+print("unshare", "ok" if result == 0 else errno.errorcode[ctypes.get_errno()], flush=True)
+"""
+    result = sandbox.run(code, "python", Limits())
+    if result.exit_code == 128 + signal.SIGSYS:
+        assert result.stdout == ""
+    else:
+        assert result.exit_code == 0, result
+        assert result.stdout in ("unshare EPERM\n", "unshare ENOSYS\n"), result
 
 
 def test_bwrap_uses_disable_userns_where_bwrap_has_it() -> None:
