@@ -121,6 +121,13 @@ class DockerSandbox:
             result = self._start_and_collect(container, limits)
         except docker.errors.ImageNotFound as exc:
             raise SandboxError(f"sandbox image {self.image!r} not found: build it first") from exc
+        except docker.errors.APIError as exc:
+            if "opening seccomp profile failed" in str(exc):  # Podman, profile not on its host
+                raise SandboxError(
+                    f"the engine cannot read the seccomp profile {self._seccomp_option!r}: set"
+                    " SANDBOX_SECCOMP_DIR to a directory at the same path here and on its host"
+                ) from exc
+            raise SandboxError(f"docker sandbox failed: {exc}") from exc
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise SandboxError(f"docker sandbox failed: {exc}") from exc
         finally:

@@ -163,3 +163,19 @@ def test_the_engine_reads_the_profile_we_ship(docker_sandbox: DockerSandbox) -> 
     value = option.removeprefix("seccomp=")
     text = value if value.startswith("{") else Path(value).read_text()
     assert json.loads(text) == seccomp.docker_profile()
+
+
+def test_a_profile_the_engine_cannot_open_names_the_setting(
+    docker_sandbox: DockerSandbox,
+) -> None:
+    if not docker_sandbox.seccomp_option().startswith("seccomp=/"):
+        pytest.skip("this engine takes the profile inline")
+
+    class ElsewhereSandbox(DockerSandbox):  # a worker whose /tmp the engine does not see
+        def seccomp_option(self) -> str:
+            self._seccomp_option = "seccomp=/nonexistent/switchboard/seccomp.json"
+            return self._seccomp_option
+
+    box = ElsewhereSandbox(image=docker_sandbox.image, client=docker_sandbox.client)
+    with pytest.raises(SandboxError, match="SANDBOX_SECCOMP_DIR"):
+        box.run("print('never')", "python", Limits())
