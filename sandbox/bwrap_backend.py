@@ -5,6 +5,12 @@ Each run is `bwrap --unshare-all` (no network, own pid namespace, private /tmp, 
 the host allows (pids, memory, CPU), with rlimits as a second line. The program is pid 2 of
 its pid namespace under bwrap's init, so when the run ends - normally or killed at the wall
 time - the kernel kills every process it left behind; the cgroup kill makes sure of it.
+
+The program may not build namespaces of its own (a nested user namespace hands it a full
+capability set over kernel code written for root): the run always gets its own user
+namespace, `--disable-userns` where this bwrap has it (0.8.0 and later), and in any case the
+seccomp filter of sandbox/seccomp.py (`--seccomp FD`), which refuses unshare, setns, clone
+with namespace flags, mount, the keyring, bpf and the rest of the list.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from sandbox.base import (
     signal_exit_code,
 )
 from sandbox.cgroups import Cgroup
+from sandbox.seccomp import bwrap_filter
 
 WORK_DIR = "/work"
 NOBODY = 65534
@@ -45,9 +52,24 @@ class BwrapSandbox:
 
     name = "bwrap"
 
-    def __init__(self, bwrap: str | None = None, use_cgroups: bool = True) -> None:
+    def __init__(
+        self,
+        bwrap: str | None = None,
+        use_cgroups: bool = True,
+        disable_userns: bool | None = None,
+    ) -> None:
+        """`disable_userns=None` uses `--disable-userns` when the installed bwrap offers it;
+        False forces the seccomp-only fallback that older bwraps get (for tests)."""
         self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
         self.use_cgroups = use_cgroups
+        self._disable_userns = disable_userns
+
+    @property
+    def disable_userns(self) -> bool:
+        """Whether runs use `--disable-userns` (asked of bwrap's --help once)."""
+        if self._disable_userns is None:
+            self._disable_userns = _supports(self.bwrap, "--disable-userns")
+        return self._disable_userns
 
     @classmethod
     def available(cls) -> bool:
@@ -69,11 +91,17 @@ class BwrapSandbox:
     ) -> RunResult:
         """Run the program in fresh namespaces; nothing it starts outlives the call."""
         sources = check_source(code, language, files)
+        seccomp = bwrap_filter()
         group = Cgroup.create(limits) if self.use_cgroups and os.geteuid() == 0 else None
         try:
             with contextlib.ExitStack() as stack:
                 argv: list[str] = []
                 fds: list[int] = []
+                program = stack.enter_context(tempfile.TemporaryFile())
+                program.write(seccomp)
+                program.seek(0)
+                fds.append(program.fileno())
+                argv += ["--seccomp", str(program.fileno())]
                 for name, text in sources.items():
                     # bwrap copies each file from an fd into the sandbox's tmpfs work dir.
                     handle = stack.enter_context(tempfile.TemporaryFile())
@@ -89,9 +117,12 @@ class BwrapSandbox:
                 group.remove()
 
     def _command(self, file_args: list[str], language: Language, limits: Limits) -> list[str]:
-        """The full argv: optional uid drop, then bwrap with its mounts, then the program."""
+        """The full argv: optional uid drop, then bwrap with its mounts, then the program.
+
+        `file_args` carries the --seccomp and --file fd arguments.
+        """
         prefix: list[str] = []
-        user_args: list[str] = []
+        user_args = ["--unshare-user"]
         if os.geteuid() == 0:
             setpriv = shutil.which("setpriv")
             if setpriv:
@@ -99,7 +130,9 @@ class BwrapSandbox:
                 # are not "ours" even through a bind mount.
                 prefix = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
             else:
-                user_args = ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+                user_args += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
+        if self.disable_userns:
+            user_args += ["--disable-userns", "--assert-userns-disabled"]
         args = [self.bwrap, "--unshare-all", *user_args, "--die-with-parent", "--new-session"]
         if limits.network:
             args.append("--share-net")
@@ -170,6 +203,17 @@ class BwrapSandbox:
             stdout_truncated=out.truncated,
             stderr_truncated=err.truncated,
         )
+
+
+def _supports(bwrap: str, option: str) -> bool:
+    """True when `bwrap --help` lists `option` (older releases do not know --disable-userns)."""
+    try:
+        out = subprocess.run(
+            [bwrap, "--help"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return option in out.stdout + out.stderr
 
 
 def _child_setup(limits: Limits, group: Cgroup | None) -> Callable[[], None]:

@@ -87,3 +87,23 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     if box is None:
         pytest.skip(f"{request.param} sandbox unavailable: {reason}")
     yield box
+
+
+@pytest.fixture
+def bwrap_fallback() -> BwrapSandbox:
+    """Bubblewrap as it runs where bwrap lacks --disable-userns: the seccomp filter alone."""
+    box, reason = _status("bwrap")
+    if box is None:
+        pytest.skip(f"bwrap sandbox unavailable: {reason}")
+    assert isinstance(box, BwrapSandbox)
+    return BwrapSandbox(use_cgroups=box.use_cgroups, disable_userns=False)
+
+
+@pytest.fixture
+def docker_sandbox() -> DockerSandbox:
+    """The Docker backend alone; skipped (with the reason) where no engine runs."""
+    box, reason = _status("docker")
+    if box is None:
+        pytest.skip(f"docker sandbox unavailable: {reason}")
+    assert isinstance(box, DockerSandbox)
+    return box

@@ -6,9 +6,14 @@ that the result flags report what happened.
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.base import KIB, MIB, Limits, Sandbox
+from sandbox.bwrap_backend import BwrapSandbox
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -208,3 +214,107 @@ print("parent exits")
     assert result.exit_code == 0, result
     assert "parent exits" in result.stdout
     assert _wait_gone(marker) == [], "a process started in the sandbox outlived the run"
+
+
+# Namespaces and the kernel surface behind them (sandbox/seccomp.py). The probe runs inside
+# the sandbox, makes each call by number and reports "ok" (an escape) or the errno.
+PROBE = Path(__file__).with_name("syscall_probe.py").read_text()
+CONFINED = {"CapEff": "0" * 16, "CapPrm": "0" * 16, "Seccomp": "2", "NoNewPrivs": "1"}
+# clone3 hides its flags from seccomp, so it answers ENOSYS and glibc falls back to clone.
+REFUSED_WITH = {"clone3(NEWUSER)": "ENOSYS"}
+
+
+def _probe(sandbox: Sandbox) -> dict:
+    result = sandbox.run(PROBE, "python", Limits(wall_time_s=30))
+    assert result.exit_code == 0, result
+    report = json.loads(result.stdout)
+    if "skip" in report:
+        pytest.skip(f"no system call table for {report['skip']} in syscall_probe.py")
+    return report
+
+
+def _assert_refused(report: dict) -> None:
+    attempts = report["attempts"]
+    assert attempts["unshare(NEWUSER|NEWNS)"] == "EPERM"  # no nested user namespace
+    assert attempts == {name: REFUSED_WITH.get(name, "EPERM") for name in attempts}
+    assert report["status"] == CONFINED
+    # ...and ordinary fork, posix_spawn (clone3 -> clone fallback) and threads still work.
+    assert report["controls"] == {"fork": "ok", "spawn": "ok", "thread": "ok"}
+
+
+def test_namespaces_mounts_keyring_and_bpf_are_refused(sandbox: Sandbox) -> None:
+    _assert_refused(_probe(sandbox))
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the x32 ABI is x86_64's")
+def test_another_abi_does_not_get_around_the_filter(sandbox: Sandbox) -> None:
+    """unshare by its x32 number: refused (Docker lists x32 too) or killed (bwrap: bad arch)."""
+    code = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+result = libc.syscall(ctypes.c_long(272 | 0x40000000), ctypes.c_long(0x10000000))
+print("unshare", "ok" if result == 0 else errno.errorcode[ctypes.get_errno()], flush=True)
+"""
+    result = sandbox.run(code, "python", Limits())
+    if result.exit_code == 128 + signal.SIGSYS:
+        assert result.stdout == ""
+    else:
+        assert result.exit_code == 0, result
+        assert result.stdout in ("unshare EPERM\n", "unshare ENOSYS\n"), result
+
+
+def test_bwrap_uses_disable_userns_where_bwrap_has_it() -> None:
+    box = BwrapSandbox()
+    version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True, check=False)
+    if version.returncode != 0:
+        pytest.skip("bubblewrap not installed")
+    release = tuple(int(p) for p in version.stdout.split()[-1].split(".")[:2])
+    assert box.disable_userns == (release >= (0, 8))  # the option came with bubblewrap 0.8.0
+    command = box._command(["--seccomp", "3"], "python", Limits())
+    assert "--unshare-user" in command and command[command.index("--seccomp") + 1] == "3"
+    if box.disable_userns:
+        assert {"--disable-userns", "--assert-userns-disabled"} <= set(command)
+
+
+def test_bwrap_without_disable_userns_still_refuses_through_seccomp(
+    bwrap_fallback: BwrapSandbox,
+) -> None:
+    command = bwrap_fallback._command([], "python", Limits())
+    assert "--disable-userns" not in command and "--unshare-user" in command
+    _assert_refused(_probe(bwrap_fallback))
+
+
+def test_the_probe_sees_an_escape_in_an_unhardened_sandbox() -> None:
+    """Without the hardening the same probe gets a full capability set (the issue's attack)."""
+    if not shutil.which("bwrap") or not BwrapSandbox.available():
+        pytest.skip("bubblewrap unavailable")
+    command = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "lib", "lib64", "sbin"):
+        if os.path.islink(f"/{name}"):
+            command += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
+        elif os.path.isdir(f"/{name}"):
+            command += ["--ro-bind", f"/{name}", f"/{name}"]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    with tempfile.TemporaryFile() as probe:
+        probe.write(PROBE.encode())
+        probe.seek(0)
+        command += ["--file", str(probe.fileno()), "/probe.py", "--proc", "/proc", "--dev", "/dev"]
+        command += ["--tmpfs", "/tmp", "--cap-drop", "ALL", "--", "python3", "/probe.py"]
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            pass_fds=[probe.fileno()],
+        )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"]["Seccomp"] == "0"
+    if Path("/proc/sys/user/max_user_namespaces").read_text().strip() == "0":
+        pytest.skip("this host refuses user namespaces to everyone")
+    escaped = report["attempts"]["unshare(NEWUSER|NEWNS)"]
+    assert escaped.startswith("ok CapEff="), report
+    assert int(escaped.split("=")[1], 16) != 0  # a full capability set in the new namespace

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from sandbox import DISABLED_MESSAGE, SandboxError, select_sandbox
+from sandbox import DISABLED_MESSAGE, SandboxError, seccomp, select_sandbox
 from sandbox.bwrap_backend import BwrapSandbox
 from sandbox.docker_backend import DockerSandbox
 
@@ -43,3 +45,20 @@ def test_auto_falls_back_to_bwrap_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
     monkeypatch.setattr(BwrapSandbox, "available", classmethod(lambda cls: True))
     assert isinstance(select_sandbox({"SANDBOX_BACKEND": "auto"}), BwrapSandbox)
+
+
+def test_seccomp_dir_reaches_the_docker_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DockerSandbox, "ping", lambda self: True)
+    box = select_sandbox({"SANDBOX_SECCOMP_DIR": "/srv/shared/seccomp"})
+    assert isinstance(box, DockerSandbox) and box.seccomp_dir == "/srv/shared/seccomp"
+
+
+def test_explicit_bwrap_without_libseccomp_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as if libseccomp were missing
+    seccomp.bwrap_filter.cache_clear()
+    try:
+        with pytest.raises(SandboxError, match="libseccomp unavailable"):
+            select_sandbox({"SANDBOX_BACKEND": "bwrap"})
+    finally:
+        monkeypatch.undo()
+        seccomp.bwrap_filter.cache_clear()
