@@ -170,6 +170,7 @@ def supervisor_format(team: Team) -> dict[str, Any]:
     )
 
 
+SUPERVISOR_TOOLS = ("assign", "review", "finish", "finish_with_report")
 ROUTER_TEXT = 'Reply with JSON only: {"team": "<name>"}.'
 SUPERVISOR_TEXT = (
     "Reply with one JSON object, one of:\n"
@@ -201,6 +202,35 @@ def find_object(text: str, keys: Iterable[str]) -> dict[str, Any] | None:
         if isinstance(value, dict) and wanted & value.keys():
             return value
     return None
+
+
+def text_tool_calls(text: str, tools: Iterable[str]) -> list[ToolCall]:
+    """Tool calls a model wrote out as text instead of calling (Llama-style
+    `{"name": "assign", "parameters": {...}}`, one or several, fenced or in prose)."""
+    known = {name.lower() for name in tools}
+    decoder = json.JSONDecoder()
+    found: list[ToolCall] = []
+    position, tried = 0, 0
+    while tried < MAX_OBJECT_STARTS:
+        start = text.find("{", position)
+        if start < 0:
+            break
+        tried += 1
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            position = start + 1
+            continue
+        arguments = (
+            value.get("arguments", value.get("parameters")) if isinstance(value, dict) else None
+        )
+        name = value.get("name") if isinstance(value, dict) else None
+        if isinstance(name, str) and name.lower() in known and isinstance(arguments, dict):
+            found.append(ToolCall(f"text_{len(found)}", name, json.dumps(arguments)))
+            position = end
+        else:
+            position = start + 1
+    return found
 
 
 def _names(names: Iterable[str]) -> dict[str, str]:
@@ -254,6 +284,9 @@ def read_route(content: str, calls: Sequence[ToolCall], config: TeamsConfig) -> 
             return _pick(_arguments(call).get("team"), known, "team")
     if calls:
         raise ProtocolError(f"unknown tool {calls[0].name!r}; call route(team)")
+    written = text_tool_calls(content, ("route",))
+    if written:
+        return read_route("", written, config)
     data = find_object(content, ("team",))
     if data is not None:
         return _pick(data.get("team"), known, "team")
@@ -274,6 +307,9 @@ def read_decision(
     """`reports`: each worker's latest report, for finish_with_report."""
     if calls:
         return _decision_from_calls(calls, team, reports)
+    written = text_tool_calls(content, SUPERVISOR_TOOLS)
+    if written:
+        return _decision_from_calls(written, team, reports)
     data = find_object(content, ("action",))
     if data is None:
         raise ProtocolError(

@@ -56,7 +56,9 @@ def test_twenty_runs_of_each_default_team_finish_on_the_celery_path(
     stack: Callable[..., Any], make_teams: Callable[..., Path]
 ) -> None:
     rng = random.Random(11)
-    styles = Styles(report_tokens=400, capitalised_names=0.3, prose_with_tool_calls=0.4)
+    styles = Styles(
+        report_tokens=400, capitalised_names=0.3, prose_with_tool_calls=0.4, tool_calls_as_text=0.2
+    )
     with HostedModel(api_key=KEY, styles=styles, latency=lambda: rng.uniform(0.0, 0.05)) as model:
         s = stack(make_teams(tiers=hosted_tiers(model.url)), OPENAI_API_KEY=KEY)
         s.worker(concurrency=24)

@@ -117,6 +117,7 @@ class Styles:
     text_wrapping: tuple[str, ...] = ("fenced", "prose", "bare")  # JSON in text mode
     finish_with_report: float = 0.5  # hand over a report instead of writing the answer
     capitalised_names: float = 0.3  # "Research", "Writer"
+    tool_calls_as_text: float = 0.0  # offered tools, writes the calls out as JSON text instead
     refuse_first: bool = False  # the first supervisor reply of a run is a refusal
     report_tokens: int = 300  # natural length of a worker's report, in tokens
     answer_tokens: int = 200
@@ -342,6 +343,13 @@ class HostedModel:
         schema: dict[str, Any] | None,
         limit: int | None,
     ) -> tuple[dict[str, Any], str]:
+        if tools and self.rng.random() < self.styles.tool_calls_as_text:
+            # Weaker tool users (Llama 3.x and friends) write the call out instead of making it.
+            lines = "\n".join(
+                json.dumps({"name": name, "parameters": args}) for name, args in calls
+            )
+            text = f"I'll use the tools for this.\n\n```json\n{lines}\n```"
+            return self._cut({"role": "assistant", "content": text}, limit)
         if tools:
             tool_calls = [
                 {

@@ -163,3 +163,16 @@ def test_tool_schemas_name_the_workers_and_teams() -> None:
     route = router_tools(CONFIG)[0]["function"]["parameters"]["properties"]["team"]
     assert set(route["enum"]) == set(CONFIG.teams)
     assert supervisor_format(RESEARCH)["type"] == "json_schema"
+
+
+def test_tool_calls_written_out_as_text_are_read_as_calls() -> None:
+    text = (
+        "I'll use the tools for this.\n```json\n"
+        '{"name": "review", "parameters": {"worker": "writer", "accepted": true}}\n'
+        '{"name": "finish_with_report", "parameters": {"worker": "writer"}}\n```'
+    )
+    decision = read_decision(text, [], RESEARCH, REPORTS)
+    assert decision.action == "finish" and decision.report_of == "writer"
+    assert read_route('{"name": "route", "arguments": {"team": "research"}}', [], CONFIG) == (
+        "research"
+    )
