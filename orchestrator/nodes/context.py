@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from orchestrator import state as st
 from orchestrator.guards import Figures
@@ -32,12 +32,40 @@ TRUNCATION_RETRY = 5000  # a call cut off at max_tokens is asked again at index 
 DEFAULT_CAP = 8192  # max_tokens for a re-ask when the tier sets no max_tokens and no cap
 
 
+Policy = Literal["allow", "ask", "deny"]
+
+
+@dataclass(frozen=True)
+class ToolInfo:
+    """What the engine needs to know of one tool to gate and ledger its calls."""
+
+    name: str  # as offered to the model (provider-safe: ^[a-zA-Z0-9_-]{1,64}$), e.g. notes__append
+    label: str  # as people read it: "notes.append" (built-ins: "run_code")
+    server: str | None  # the MCP server, None for built-in tools
+    policy: Policy  # allow: runs; ask: waits for Approve in the thread; deny: never offered
+    read_only: bool  # calling it again after a crash is harmless (readOnlyHint, sandboxed code)
+
+
 class ToolBox(Protocol):
-    """Executes a tool call for a worker; returns the JSON text for the tool message."""
+    """The workers' tools: sandboxed code and MCP servers' tools, behind one seam."""
 
-    def specs(self, names: list[str]) -> list[dict[str, Any]]: ...
+    def specs(self, names: list[str]) -> list[dict[str, Any]]:
+        """OpenAI function tools for a worker's configured tool names (`run_code`,
+        `server.tool`, `server.*`); `deny` tools are never among them."""
+        ...
 
-    def execute(self, name: str, arguments: str) -> str: ...
+    def info(self, name: str) -> ToolInfo | None:
+        """A tool by the name the model called it; None when there is no such tool."""
+        ...
+
+    def notes(self, names: list[str]) -> list[str]:
+        """One line per configured tool source that is unavailable now, for the prompt."""
+        ...
+
+    def execute(self, name: str, arguments: str) -> str:
+        """Blocking; the JSON text for the tool message. Tool errors come back as
+        {"error": ...}, never as an exception."""
+        ...
 
 
 @dataclass(frozen=True)
