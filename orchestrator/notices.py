@@ -34,6 +34,7 @@ class Action:
 
 APPROVE = "escalation_approve"
 ABORT = "escalation_abort"
+REJECT = "escalation_reject"  # a tool call refused (or skipped); the run goes on
 
 
 @dataclass(frozen=True)

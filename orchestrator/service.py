@@ -37,6 +37,7 @@ class Actor:
 
 BEAT = Actor(user="switchboard", platform="beat")
 RETRYABLE_GUARDS = RETRYABLE_PAUSES
+TOOL_GUARDS = frozenset({"tool_approval", "tool_in_doubt"})
 
 
 class DecisionOutcome(StrEnum):
@@ -146,17 +147,33 @@ def may_approve(config: TeamsConfig, team: str | None, actor: Actor) -> bool:
 
 
 def decide(
-    store: Store, config: TeamsConfig, escalation_id: int, approve: bool, actor: Actor
+    store: Store,
+    config: TeamsConfig,
+    escalation_id: int,
+    approve: bool,
+    actor: Actor,
+    *,
+    reject: bool = False,
+    note: str | None = None,
 ) -> DecisionResult:
-    """Apply Approve or Abort once: the first committed decision wins, later ones are refused."""
+    """Apply Approve, Reject or Abort once: the first committed decision wins, later ones are
+    refused. Reject refuses held tool calls (the run goes on; `note` is the reason the model
+    reads); a note with Approve is guidance the supervisor reads as human input."""
     escalation = store.escalation(escalation_id)
     if escalation is None:
         return DecisionResult(DecisionOutcome.NOT_FOUND, f"There is no escalation {escalation_id}.")
     run = store.get_run(escalation.run_id)
     assert run is not None
-    action = "approve" if approve else "abort"
+    if reject and escalation.guard not in TOOL_GUARDS:
+        return DecisionResult(
+            DecisionOutcome.NOT_FOUND, f"Escalation {escalation_id} has no tool call to reject."
+        )
+    approve = approve and not reject
+    action = "reject" if reject else "approve" if approve else "abort"
     # The requester may always abort, and may retry a model failure (Retry grants nothing).
-    own = actor.user == run.requester and (not approve or escalation.guard in RETRYABLE_GUARDS)
+    own = actor.user == run.requester and (
+        (not approve and not reject) or escalation.guard in RETRYABLE_GUARDS
+    )
     allowed = may_approve(config, run.team, actor) or own
     if not allowed:
         _audit(
@@ -168,14 +185,20 @@ def decide(
             escalation_id=escalation_id,
             detail="not an approver",
         )
-        what = "approve" if approve else "abort"
+        what = action
         return DecisionResult(
             DecisionOutcome.UNAUTHORISED,
             f"You are not allowed to {what} run {run.id}; ask one of its approvers.",
             run.id,
         )
     moment = datetime.now(UTC)
-    new_status = EscalationStatus.APPROVED if approve else EscalationStatus.ABORTED
+    new_status = (
+        EscalationStatus.REJECTED
+        if reject
+        else EscalationStatus.APPROVED
+        if approve
+        else EscalationStatus.ABORTED
+    )
     with store.session() as session:
         claimed = (
             session.execute(
@@ -189,6 +212,7 @@ def decide(
                     decided_at=moment,
                     decided_platform=actor.platform,
                     decided_channel=actor.channel,
+                    note=(note or "").strip()[:4000] or None,
                 )
             ).rowcount
             == 1
@@ -196,7 +220,7 @@ def decide(
         if claimed:
             run_row = session.get(Run, run.id)
             assert run_row is not None
-            if approve:
+            if approve or reject:
                 grant = escalation.grant or {}
                 run_row.extra_steps += int(grant.get("steps", 0))
                 run_row.extra_tokens += int(grant.get("tokens", 0))
@@ -220,15 +244,27 @@ def decide(
             f"Already {current.status} by {current.decided_by} at {when}.",
             run.id,
         )
-    _audit(store, actor, action, new_status, run_id=run.id, escalation_id=escalation_id)
+    _audit(
+        store,
+        actor,
+        action,
+        new_status,
+        run_id=run.id,
+        escalation_id=escalation_id,
+        detail=(note or "").strip()[:4000],
+    )
     metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision=new_status).inc()
-    if not approve:
+    if not approve and not reject:
         metrics.RUNS_FINISHED.labels(team=run.team or "unrouted", outcome="aborted").inc()
     _post_decision(store, escalation, new_status, actor.user, moment)
-    if approve:
+    if approve and note and note.strip():
+        # Guidance given with Approve reaches the supervisor as human input.
+        _audit(store, actor, "human_input", "received", run_id=run.id, detail=note.strip()[:4000])
+    if approve or reject:
+        verb = "Rejected" if reject else "Approved"
         return DecisionResult(
             DecisionOutcome.APPLIED,
-            f"Approved by {actor.user}; run {run.id} resumes.",
+            f"{verb} by {actor.user}; run {run.id} resumes.",
             run.id,
             resume_version=resume,
         )

@@ -58,6 +58,8 @@ CHANNELS: Mapping[str, Channel] = {
     "assigned": Channel(append, list),
     "outputs": Channel(merge_lists, dict),
     "tool_results": Channel(append, list),
+    "turns": Channel(last, dict),  # worker turns held for a human, resumed by the next step
+    "previous": Channel(last, dict),  # the run this one follows up in the same thread
     "review_failures": Channel(merge, dict),
     "personas": Channel(merge, dict),
     "summary": Channel(last, str),

@@ -85,7 +85,7 @@ async def decide(
     while True:
         given = offer(mode)
         try:
-            reply, limit = await call(
+            reply, limit, _ = await call(
                 ctx,
                 index + attempt,
                 tier,

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from orchestrator import state as st
 from orchestrator.guards import Figures
@@ -108,6 +108,12 @@ class NodeResult:
     team: str | None = None
 
 
+class Called(NamedTuple):
+    reply: Reply
+    limit: int | None  # the max_tokens it ran under
+    index: int  # the call index it is recorded under
+
+
 def max_tokens(tier: Tier, params: dict[str, Any] | None = None) -> int | None:
     value = (params or {}).get("max_tokens", tier.params.get("max_tokens"))
     return int(value) if value else None
@@ -136,12 +142,13 @@ async def call(
     params: dict[str, Any] | None = None,
     tool_choice: str | dict[str, Any] | None = None,
     response_format: dict[str, Any] | None = None,
-) -> tuple[Reply, int | None]:
+) -> Called:
     """One model call, and one re-ask with a higher max_tokens if it was cut off.
 
-    Returns the reply and the max_tokens it ran under, so a caller can say where a reply
-    that is still cut off was cut. begin_step fetched every call already recorded for this
-    step, so a re-executed step replays both calls without a ledger lookup.
+    Returns the reply, the max_tokens it ran under (so a caller can say where a reply that
+    is still cut off was cut) and the call index it was recorded under. begin_step fetched
+    every call already recorded for this step, so a re-executed step replays both calls
+    without a ledger lookup.
     """
     gateway = ctx.services.gateway
     spec = CallSpec(
@@ -161,15 +168,16 @@ async def call(
     reply = await gateway.complete(spec, ctx.budget, replays=ctx.replays)
     limit = max_tokens(gateway.tiers[tier], params)
     if not reply.truncated:
-        return reply, limit
+        return Called(reply, limit, index)
     raised = raised_max_tokens(gateway.tiers[tier], params)
     if raised is None:
-        return reply, limit
+        return Called(reply, limit, index)
     ctx.details.setdefault("truncated", []).append({"purpose": purpose, "max_tokens": raised})
     again = dataclasses.replace(
         spec, call_index=index + TRUNCATION_RETRY, params={**(params or {}), "max_tokens": raised}
     )
-    return await gateway.complete(again, ctx.budget, replays=ctx.replays), raised
+    reply = await gateway.complete(again, ctx.budget, replays=ctx.replays)
+    return Called(reply, raised, again.call_index)
 
 
 def figure_strings(ctx: StepContext) -> dict[str, str]:

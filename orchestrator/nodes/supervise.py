@@ -52,13 +52,14 @@ async def summarise_if_needed(ctx: StepContext, team: Team) -> list[dict[str, An
         tokens = litellm.token_counter(model="gpt-3.5-turbo", text=text)
     if tokens < limits.summary_threshold_tokens:
         return []
-    reply, _ = await call(
+    summary = await call(
         ctx,
         SUMMARY_CALL,
         config.summary_tier,
         "summary",
         prompts.summary_messages(ctx.state.get("summary", ""), pending),
     )
+    reply = summary.reply
     ctx.details["summarised"] = {"messages": len(pending), "tokens": tokens}
     update = {"summary": reply.content.strip(), "summarised_upto": cut}
     ctx.state = st.apply(ctx.state, [update])

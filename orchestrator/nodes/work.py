@@ -1,15 +1,17 @@
 """The worker node: one turn of each assigned worker, run concurrently, merged in order.
 
 A turn is a model call with the worker's tools offered, then rounds of tool calls and
-results until the worker reports. A report cut off at max_tokens even after the re-ask is
-kept, marked truncated, so the supervisor and the requester know it is incomplete.
+results until the worker reports. A turn can pause: a tool that asks for approval holds the
+turn, the step commits the turns so far (state channel `turns`) and asks in the thread; the
+next step resumes each held turn where it stopped and keeps the reports already written. A
+report cut off at max_tokens even after the re-ask is kept, marked incomplete.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator import guards, prompts
@@ -19,42 +21,90 @@ from orchestrator.nodes.context import (
     StepContext,
     call,
     cut_off,
+    figure_strings,
     progress,
 )
-from orchestrator.notices import Kind, Notice
+from orchestrator.nodes.tools import APPROVAL, IN_DOUBT, Pending, ToolRunner, pretty_arguments
+from orchestrator.notices import APPROVE, REJECT, Action, Kind, Notice, escalation_actions
+from orchestrator.store.models import Escalation, RunStatus
+from orchestrator.store.tool_ledger import Origin, ToolLedger
 from orchestrator.teams import Team, Worker
-from orchestrator.telemetry.tracing import tool_span
 
 MAX_TOOL_ROUNDS = 4
+
+
+@dataclass
+class Turn:
+    """One worker's turn, as far as it got; stored in the `turns` channel while held."""
+
+    worker: str
+    instruction: str
+    messages: list[dict[str, Any]] = field(default_factory=list)  # after the prompt
+    pending: list[Pending] = field(default_factory=list)
+    report: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    rounds: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "pending": [asdict(p) for p in self.pending]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Turn:
+        values = dict(data)
+        values["pending"] = [Pending(**p) for p in values.get("pending", [])]
+        return cls(**values)
 
 
 async def work(ctx: StepContext) -> NodeResult:
     team = ctx.team
     assert team is not None
     plan = ctx.state["assignments"]
+    saved = {int(k): Turn.from_json(v) for k, v in (ctx.state.get("turns") or {}).items()}
+    decision = None
+    if any(turn.pending for turn in saved.values()):
+        ledger = ToolLedger(ctx.services.store)
+        decision = await ctx.services.db(ledger.escalation_at, ctx.run.id, ctx.number - 1)
+    runner = ToolRunner(ctx)
     turns = await asyncio.gather(
         *(
-            worker_turn(ctx, team, team.worker(item["worker"]), item["instruction"], index)
+            worker_turn(
+                ctx,
+                runner,
+                team,
+                team.worker(item["worker"]),
+                item["instruction"],
+                index,
+                saved.get(index),
+                decision,
+            )
             for index, item in enumerate(plan)
         )
     )
+    if any(turn.pending for turn in turns):
+        return _hold(ctx, turns)
     # Merge in assignment order, whatever order the turns finished in.
     updates: list[dict[str, Any]] = []
     notices = []
-    for (worker, text, tool_results), item in zip(turns, plan, strict=True):
+    for turn in turns:
+        assert turn.report is not None
         updates.append(
             {
-                "outputs": {worker: [{"v": ctx.number, "text": text}]},
-                "messages": [{"role": worker, "content": text}],
+                "outputs": {turn.worker: [{"v": ctx.number, "text": turn.report}]},
+                "messages": [{"role": turn.worker, "content": turn.report}],
             }
         )
-        if tool_results:
-            updates.append({"tool_results": tool_results})
+        if turn.results:
+            updates.append({"tool_results": turn.results})
         notices.append(
-            Notice(Kind.HIGHLIGHT, ctx.run.id, f"{worker}: {item['instruction'][:120]}", body=text)
+            Notice(
+                Kind.HIGHLIGHT,
+                ctx.run.id,
+                f"{turn.worker}: {turn.instruction[:120]}",
+                body=turn.report,
+            )
         )
-    updates.append({"next": "supervisor", "assignments": []})
-    names = ", ".join(w for w, _, _ in turns)
+    updates.append({"next": "supervisor", "assignments": [], "turns": {}})
+    names = ", ".join(turn.worker for turn in turns)
     summary = f"{names} reported" if len(turns) == 1 else f"Fan-out: {names} reported"
     return NodeResult(
         node="fanout" if len(turns) > 1 else "worker",
@@ -65,69 +115,128 @@ async def work(ctx: StepContext) -> NodeResult:
 
 
 async def worker_turn(
-    ctx: StepContext, team: Team, worker: Worker, instruction: str, index: int
-) -> tuple[str, str, list[dict[str, Any]]]:
+    ctx: StepContext,
+    runner: ToolRunner,
+    team: Team,
+    worker: Worker,
+    instruction: str,
+    index: int,
+    saved: Turn | None,
+    decision: Escalation | None,
+) -> Turn:
+    turn = saved or Turn(worker.name, instruction)
+    if turn.report is not None:
+        return turn  # reported before the pause; nothing to redo
     services = ctx.services
     persona = ctx.state["personas"].get(worker.name)
-    messages = prompts.worker_messages(
+    prompt = prompts.worker_messages(
         team, worker, ctx.state, instruction, team.limits.keep_last_messages, persona
     )
+    tools = services.tools
+    specs = tools.specs(worker.tools) if (tools and worker.tools) else None
+    if tools and worker.tools:
+        notes = tools.notes(worker.tools)
+        if notes:
+            prompt[0] = {**prompt[0], "content": prompt[0]["content"] + "\n\n" + "\n".join(notes)}
     params: dict[str, Any] = {}
     if persona == guards.DEBUGGER:
         tier_temperature = float(services.gateway.tiers[worker.tier].params.get("temperature", 0.7))
         params["temperature"] = round(max(0.0, tier_temperature - 0.5), 2)
-    tools = services.tools
-    tool_specs = tools.specs(worker.tools) if (tools and worker.tools) else None
-    results: list[dict[str, Any]] = []
+    held, turn.pending = turn.pending, []
+    for pending in held:
+        outcome = await runner.resolve(worker.name, pending, decision)
+        _answer(turn, pending.id, outcome.output, outcome.result)
     base = WORKER_CALLS * (index + 1)
-    for round_ in range(MAX_TOOL_ROUNDS + 1):
-        reply, limit = await call(
+    for number in range(MAX_TOOL_ROUNDS + 1):
+        last_round = turn.rounds >= MAX_TOOL_ROUNDS
+        called = await call(
             ctx,
-            base + round_,
+            base + number,
             worker.tier,
             f"worker:{worker.name}",
-            messages,
-            tools=tool_specs,
+            [*prompt, *turn.messages],
+            tools=None if last_round else specs,
             params=params,
         )
-        if not reply.tool_calls or tools is None or round_ == MAX_TOOL_ROUNDS:
+        reply = called.reply
+        turn.rounds += 1
+        if not reply.tool_calls or tools is None or last_round:
             text = reply.content.strip() or "(no output)"
             if reply.truncated:
-                text += f"\n\n_(This report is incomplete: {cut_off(worker.tier, limit)}.)_"
+                text += f"\n\n_(This report is incomplete: {cut_off(worker.tier, called.limit)}.)_"
                 ctx.details.setdefault("truncated_reports", []).append(worker.name)
-            return worker.name, text, results
-        messages = [*messages, reply.assistant_message()]
-        for tool_call in reply.tool_calls:
-            started = time.perf_counter()
-            with tool_span(tool_call.name, run_id=str(ctx.run.id)):
-                output = await asyncio.to_thread(tools.execute, tool_call.name, tool_call.arguments)
-            results.append(
-                {
-                    "worker": worker.name,
-                    "tool": tool_call.name,
-                    "arguments": tool_call.arguments,
-                    "result": output,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                }
-            )
-            messages.append({"role": "tool", "tool_call_id": tool_call.id, "content": output})
-            outcome = _outcome(output)
-            ctx.details.setdefault("tools", []).append(
-                {
-                    "worker": worker.name,
-                    "tool": tool_call.name,
-                    "duration_ms": results[-1]["duration_ms"],
-                    "exit_code": outcome.get("exit_code"),
-                    "timed_out": outcome.get("timed_out", False),
-                    "error": outcome.get("error"),
-                }
-            )
+            turn.report = text
+            return turn
+        turn.messages.append(reply.assistant_message())
+        for position, tool_call in enumerate(reply.tool_calls):
+            origin = Origin(ctx.number, called.index, position)
+            outcome = await runner.handle(worker.name, tool_call, origin)
+            if outcome.pending is not None:
+                turn.pending.append(outcome.pending)
+            else:
+                _answer(turn, tool_call.id, outcome.output, outcome.result)
+        if turn.pending:
+            return turn  # held for a human; the step asks
     raise AssertionError("unreachable")
 
 
-def _outcome(output: str) -> dict[str, Any]:
-    try:
-        value = json.loads(output)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+def _answer(turn: Turn, call_id: str, output: str, result: dict[str, Any]) -> None:
+    turn.messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
+    if result:
+        turn.results.append(result)
+
+
+def _hold(ctx: StepContext, turns: list[Turn]) -> NodeResult:
+    """Commit the turns so far and ask about every held call, in one question."""
+    held = [(turn.worker, p) for turn in turns for p in turn.pending]
+    doubt = any(p.in_doubt for _, p in held)
+    lines = []
+    for worker, pending in held:
+        where = f"MCP server {pending.server}" if pending.server else "built-in"
+        lines.append(
+            f"{worker} → {pending.label} ({where})\n```\n{pretty_arguments(pending.arguments)}\n```"
+        )
+    if doubt:
+        title = f"Run {ctx.run.id}: a tool call may or may not have happened"
+        intro = (
+            "The worker stopped while this call was running, and it changes things, so it is "
+            "not repeated blindly. Retry runs it again; Skip tells the worker it may or may "
+            "not have happened."
+        )
+        actions: tuple[Action, ...] = escalation_actions(0, "retry", approve_label="Retry")
+        actions = (actions[0], Action(REJECT, "Skip", "0"), actions[1])
+    else:
+        title = f"Run {ctx.run.id} wants to use {', '.join(p.label for _, p in held)}"
+        intro = "Approve runs the call; Reject tells the worker why not, so it can change course."
+        actions = (
+            Action(APPROVE, "Approve", "0", style="primary"),
+            Action(REJECT, "Reject", "0", style="danger"),
+        )
+    guard = IN_DOUBT if doubt else APPROVAL
+    reason = intro + "\n\n" + "\n\n".join(lines)
+    notice = Notice(
+        Kind.ESCALATION,
+        ctx.run.id,
+        title,
+        body=reason,
+        figures=figure_strings(ctx),
+        actions=actions,
+        requester=ctx.run.requester,
+    )
+    ctx.details["guard"] = guard
+    ctx.details["held_tools"] = [p.label for _, p in held]
+    return NodeResult(
+        node="tools",
+        summary=f"Waiting for approval of {', '.join(p.label for _, p in held)}",
+        updates=[{"turns": {str(i): turn.to_json() for i, turn in enumerate(turns)}}],
+        status=RunStatus.AWAITING_APPROVAL,
+        notices=(notice,),
+        escalation={
+            "guard": guard,
+            "reason": reason,
+            "figures": figure_strings(ctx),
+            "grant": {},
+            "payload": {"calls": [asdict(p) for _, p in held]},
+            "expires_at": datetime.now(UTC) + timedelta(seconds=ctx.services.escalation_ttl_s),
+        },
+    )

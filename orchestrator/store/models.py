@@ -157,6 +157,7 @@ class LLMCall(Base):
 class EscalationStatus:
     PENDING = "pending"
     APPROVED = "approved"
+    REJECTED = "rejected"  # a tool call refused; the run goes on without it
     ABORTED = "aborted"
     EXPIRED = "expired"
 
@@ -179,6 +180,46 @@ class Escalation(Base):
     decided_channel: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Tool approvals: the calls waiting ({"calls": [...]}); the approver's reason or guidance.
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class ToolCallStatus:
+    STARTED = "started"  # recorded before the call; without a result after a crash: in doubt
+    DONE = "done"
+
+
+class ToolCallRecord(Base):
+    """The tool ledger: each call recorded before it runs and its result when it returns.
+
+    A call's identity is where the model asked for it: the model reply's (step, call index)
+    and the call's position in that reply. Replies are replayed from llm_calls, so a step
+    re-executed after a crash finds the same identity and replays the recorded result.
+    """
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        UniqueConstraint("run_id", "origin_step", "origin_index", "position", name="uq_tool_call"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    origin_step: Mapped[int] = mapped_column(Integer)
+    origin_index: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)  # the step that ran it
+    worker: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(String(200))  # as people read it: server.tool
+    server: Mapped[str | None] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=ToolCallStatus.STARTED)
+    decision: Mapped[str] = mapped_column(String(32), default="allowed")
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    result: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class AuditEntry(Base):

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from orchestrator.nodes.context import ToolInfo
 from orchestrator.telemetry.metrics import SANDBOX_RUNS
 from orchestrator.tools import run_code
 from sandbox.base import Limits, Sandbox
@@ -52,6 +53,15 @@ class SandboxToolBox:
 
     def specs(self, names: list[str]) -> list[dict[str, Any]]:
         return [run_code.SCHEMA for name in names if name == "run_code"]
+
+    def info(self, name: str) -> ToolInfo | None:
+        if name != run_code.NAME:
+            return None
+        # Sandboxed code changes nothing outside its throw-away sandbox.
+        return ToolInfo(run_code.NAME, run_code.NAME, None, "allow", read_only=True)
+
+    def notes(self, names: list[str]) -> list[str]:
+        return []
 
     def execute(self, name: str, arguments: str) -> str:
         if name != "run_code":
