@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from orchestrator import budgets
 from orchestrator.llm.checks import unpriced_tiers
 from orchestrator.store.repository import Store
+from orchestrator.store.tool_ledger import ToolLedger
 from orchestrator.teams import TeamsConfig
 
 
@@ -49,8 +52,14 @@ def status_text(store: Store, run_id: int | None, *, channel: str | None = None)
             f"  {step.version:>3}. {step.node:<10} {step.tokens_in + step.tokens_out:>7} tok "
             f"{step_cost:>9} {step.latency_ms:>8.0f} ms  {step.summary[:90]}"
         )
-        for result in (step.detail or {}).get("tools", []):
-            lines.append(f"       tool {result}")
+
+    for record in ToolLedger(store).for_run(run_id):
+        who = f" by {record.decided_by}" if record.decided_by else ""
+        state = "in doubt" if record.status == "started" else record.status
+        lines.append(
+            f"  tool {record.tool} (step {record.step}, {record.worker}): {record.decision}{who}, "
+            f"{state}; args {json.dumps(record.arguments)[:120]}"
+        )
     for escalation in store.pending_escalations(run_id):
         lines.append(
             f"  pending escalation #{escalation.id} ({escalation.guard}): {escalation.reason}"

@@ -126,12 +126,31 @@ class ToolRunner:
                 )
             else:
                 text = f"rejected by {who}" + (f": {note}" if note else "")
-            record = await self._db(self.ledger.get, self.ctx.run.id, pending.where)
-            if record is not None and record.status != ToolCallStatus.DONE:
-                await self._db(self.ledger.finish, record.id, _error(text), decision="skipped")
+            output = _error(text)
+            ctx = self.ctx
+            record = await self._db(self.ledger.get, ctx.run.id, pending.where)
+            if record is not None and record.status == ToolCallStatus.DONE:
+                output = record.result or output  # decided and recorded before a crash
+            else:
+                if record is None:  # the refusal is recorded like a call, for status and replay
+                    record = await self._db(
+                        lambda: self.ledger.start(
+                            ctx.run.id,
+                            pending.where,
+                            step=ctx.number,
+                            worker=worker,
+                            tool=info.label,
+                            server=info.server,
+                            arguments=pending.arguments,
+                            decision="rejected",
+                            decided_by=who,
+                        )
+                    )
+                if record is not None:
+                    verdict = "skipped" if pending.in_doubt else "rejected"
+                    await self._db(lambda: self.ledger.finish(record.id, output, decision=verdict))
             return ToolOutcome(
-                _error(text),
-                result=self._result(worker, info, pending.arguments, _error(text), 0.0),
+                output, result=self._result(worker, info, pending.arguments, output, 0.0)
             )
         return await self.run(
             worker,

@@ -145,7 +145,12 @@ async def worker_turn(
     held, turn.pending = turn.pending, []
     for pending in held:
         outcome = await runner.resolve(worker.name, pending, decision)
-        _answer(turn, pending.id, outcome.output, outcome.result)
+        if outcome.pending is not None:  # approved, but an earlier attempt is in doubt
+            turn.pending.append(outcome.pending)
+        else:
+            _answer(turn, pending.id, outcome.output, outcome.result)
+    if turn.pending:
+        return turn
     base = WORKER_CALLS * (index + 1)
     for number in range(MAX_TOOL_ROUNDS + 1):
         last_round = turn.rounds >= MAX_TOOL_ROUNDS

@@ -119,6 +119,10 @@ class Styles:
     capitalised_names: float = 0.3  # "Research", "Writer"
     tool_calls_as_text: float = 0.0  # offered tools, writes the calls out as JSON text instead
     refuse_first: bool = False  # the first supervisor reply of a run is a refusal
+    # Tools a worker calls when offered them (matched by the end of the offered name), one per
+    # reply in order, or all in one reply when parallel_tools; the report quotes the results.
+    tool_plan: tuple[tuple[str, dict[str, Any]], ...] = ()
+    parallel_tools: bool = False
     report_tokens: int = 300  # natural length of a worker's report, in tokens
     answer_tokens: int = 200
 
@@ -387,6 +391,31 @@ class HostedModel:
         limit: int | None,
     ) -> tuple[dict[str, Any], str]:
         results = [m for m in messages if m["role"] == "tool"]
+        planned = [
+            (offered, args)
+            for wanted, args in self.styles.tool_plan
+            for offered in tools
+            if offered == wanted or offered.endswith(f"__{wanted}")
+        ]
+        if planned and len(results) < len(planned):
+            todo = (
+                planned[len(results) :] if self.styles.parallel_tools else [planned[len(results)]]
+            )
+            return {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{self.rng.getrandbits(48):012x}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(args)},
+                    }
+                    for name, args in todo
+                ],
+            }, "tool_calls"
+        if planned:
+            said = "\n".join(f"- {m['content'][:300]}" for m in results)
+            return {"role": "assistant", "content": f"Done. The tools answered:\n{said}"}, "stop"
         if "run_code" in tools and not results:
             code = 'print(sum(int(c) for c in "2024"))'
             return {
