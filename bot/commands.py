@@ -5,6 +5,7 @@
 /agent status [RUN_ID]
 /agent abort RUN_ID
 /agent retry RUN_ID
+/agent reply RUN_ID <text>
 /agent budget
 /agent teams
 /agent help
@@ -21,11 +22,12 @@ USAGE = """Usage:
   /agent status [RUN_ID]           a run's steps, spend and pending escalation (or recent runs)
   /agent abort RUN_ID              abort a run (its requester or an approver)
   /agent retry RUN_ID              run a failed run's last step again (or answer its Retry)
+  /agent reply RUN_ID <text>       input for a running run, or a follow-up to a finished one
   /agent budget                    spend against each limit
   /agent teams                     the teams and what they do
   /agent help                      this text"""
 
-SUBCOMMANDS = ("status", "abort", "retry", "budget", "teams", "help")
+SUBCOMMANDS = ("status", "abort", "retry", "reply", "budget", "teams", "help")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,14 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """Text for a run: input while it runs, a follow-up in its thread once it ended."""
+
+    run_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Budget:
     pass
 
@@ -64,7 +74,7 @@ class Help:
     pass
 
 
-Command = StartRun | Status | Abort | Retry | Budget | Teams | Help
+Command = StartRun | Status | Abort | Retry | Reply | Budget | Teams | Help
 
 
 class CommandError(ValueError):
@@ -97,6 +107,10 @@ def parse(text: str) -> Command:
         if len(rest) != 1:
             raise CommandError("abort needs exactly one run id: /agent abort 42")
         return Abort(_run_id(rest[0]))
+    if head == "reply":
+        if len(rest) < 2:
+            raise CommandError("reply needs a run id and text: /agent reply 42 now make it shorter")
+        return Reply(_run_id(rest[0]), text.split(None, 2)[2].strip())
     if head == "retry":
         if len(rest) != 1:
             raise CommandError("retry needs exactly one run id: /agent retry 42")

@@ -146,8 +146,8 @@ class ConsoleSession:
         if not line:
             return
         word = line.split()[0].lower()
-        if word in ("approve", "abort") and not line.startswith("/"):
-            self._decide(word == "approve", line.split()[1:])
+        if word in ("approve", "abort", "reject") and not line.startswith("/"):
+            self._decide(word, line.split(None, 1)[1] if " " in line else "")
             return
         try:
             command = commands.parse_line(line)
@@ -178,6 +178,19 @@ class ConsoleSession:
             self.say(reports.status_text(self.store, command.run_id, channel=self.channel))
         elif isinstance(command, commands.Abort):
             self.say(service.abort_run(self.store, self.config, command.run_id, self.actor))
+        elif isinstance(command, commands.Reply):
+            run, message = service.continue_in_thread(
+                self.store,
+                self.config,
+                command.run_id,
+                command.text,
+                self.actor,
+                origin_key=f"{self.channel}:{uuid.uuid4()}",
+            )
+            self.say(message)
+            if run is not None:
+                self.runs.append(run.id)
+                self.enqueue(run.id, 0)
         elif isinstance(command, commands.Retry):
             result = service.retry_run(self.store, self.config, command.run_id, self.actor)
             self.say(result.message)
@@ -192,24 +205,36 @@ class ConsoleSession:
         elif isinstance(command, commands.Help):
             self.say(commands.USAGE)
 
-    def _decide(self, approve: bool, args: list[str]) -> None:
+    def _decide(self, word: str, rest: str) -> None:
+        """`approve [N] [guidance]`, `reject [N] [reason]`, `abort [N]`."""
         pending = [e for run_id in self.runs for e in self.store.pending_escalations(run_id)]
-        if args:
-            try:
-                escalation_id = int(args[0].lstrip("#"))
-            except ValueError:
-                self.say(f"error: {args[0]!r} is not an escalation id")
-                return
-        elif len(pending) == 1:
-            escalation_id = pending[0].id
-        elif not pending:
-            self.say("error: nothing is waiting for approval")
+        first, _, note = rest.strip().partition(" ")
+        if first.lstrip("#").isdigit():
+            escalation_id = int(first.lstrip("#"))
+        elif first and word == "abort":
+            self.say(f"error: {first!r} is not an escalation id")
             return
         else:
-            ids = ", ".join(str(e.id) for e in pending)
-            self.say(f"error: several escalations are waiting ({ids}); say which: approve <id>")
-            return
-        result = service.decide(self.store, self.config, escalation_id, approve, self.actor)
+            note = rest.strip()
+            escalation_id = 0
+        if not escalation_id:
+            if not pending:
+                self.say("error: nothing is waiting for approval")
+                return
+            if len(pending) > 1:
+                ids = ", ".join(str(e.id) for e in pending)
+                self.say(f"error: several escalations are waiting ({ids}); say which: {word} <id>")
+                return
+            escalation_id = pending[0].id
+        result = service.decide(
+            self.store,
+            self.config,
+            escalation_id,
+            word == "approve",
+            self.actor,
+            reject=word == "reject",
+            note=note or None,
+        )
         self.say(result.message)
         if result.resume_version is not None and result.run_id is not None:
             self.enqueue(result.run_id, result.resume_version)

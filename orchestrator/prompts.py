@@ -43,6 +43,27 @@ def _recent(state: State, keep: int) -> str:
     return "\n".join(f"- [{m['role']}] {m['content']}" for m in messages)
 
 
+PREVIOUS_CUT = 6000
+
+
+def _previous(state: State) -> str:
+    """The run this one follows up in the same thread: what was asked and answered."""
+    previous = state.get("previous") or {}
+    if not previous:
+        return ""
+    answer = str(previous.get("answer") or "(no answer)")
+    if len(answer) > PREVIOUS_CUT:
+        answer = answer[:PREVIOUS_CUT] + "…"
+    parts = [
+        "This request follows up an earlier run in the same thread.",
+        f"Earlier request: {previous.get('request', '')}",
+        f"Earlier answer:\n{answer}",
+    ]
+    if previous.get("summary"):
+        parts.append(f"Summary of the earlier work:\n{previous['summary']}")
+    return "\n".join(parts)
+
+
 def supervisor_messages(team: Team, state: State, keep: int, mode: Mode = "tools") -> Messages:
     roster = "\n".join(f"- {w.name}: {w.role.strip().splitlines()[0]}" for w in team.workers)
     parts = [
@@ -52,6 +73,9 @@ def supervisor_messages(team: Team, state: State, keep: int, mode: Mode = "tools
         "",
         f"Work so far:\n{_work_so_far(state)}",
     ]
+    previous = _previous(state)
+    if previous:
+        parts += ["", previous]
     if state.get("summary"):
         parts += ["", f"Summary of earlier work:\n{state['summary']}"]
     recent = _recent(state, keep)
@@ -89,6 +113,9 @@ def worker_messages(
     if persona == "debugger":
         system += "\n\n" + DEBUGGER_PROMPT
     context = []
+    previous = _previous(state)
+    if previous:
+        context.append(previous)
     if state.get("summary"):
         context.append(f"Summary of earlier work:\n{state['summary']}")
     recent = _recent(state, keep)

@@ -79,9 +79,22 @@ def start_run(
     thread: str | None,
     requester: str,
     origin_key: str | None,
+    follow_up_of: Run | None = None,
 ) -> tuple[Run, bool]:
-    """Create the run (idempotent on origin_key); the caller enqueues its first step."""
+    """Create the run (idempotent on origin_key); the caller enqueues its first step.
+    A follow-up starts seeded with the previous run's request, answer and summary."""
     validate_request(config, request, team)
+    seed = None
+    if follow_up_of is not None:
+        previous = store.load_checkpoint(follow_up_of.id, follow_up_of.version) or {}
+        seed = {
+            "previous": {
+                "run": follow_up_of.id,
+                "request": follow_up_of.request,
+                "answer": follow_up_of.answer or follow_up_of.error or "",
+                "summary": previous.get("summary", ""),
+            }
+        }
     run, created = store.create_run(
         origin_key=origin_key,
         request=request.strip(),
@@ -91,6 +104,7 @@ def start_run(
         thread=thread,
         requester=requester,
         opened=opened_notice(request.strip(), requester, team),
+        seed=seed,
     )
     if created:
         metrics.RUNS_STARTED.labels(team=team or "routed").inc()
@@ -111,6 +125,39 @@ def add_human_input(store: Store, run_id: int, text: str, actor: Actor) -> None:
     if run.status in RunStatus.TERMINAL:
         raise UserError(f"Run {run_id} already ended ({run.status}); start a new one with /agent.")
     _audit(store, actor, "human_input", "received", run_id=run_id, detail=text.strip()[:4000])
+
+
+def continue_in_thread(
+    store: Store,
+    config: TeamsConfig,
+    run_id: int,
+    text: str,
+    actor: Actor,
+    *,
+    origin_key: str | None,
+) -> tuple[Run | None, str]:
+    """A reply in a run's thread: input for a run still going, else a follow-up run in the
+    same thread that knows the previous request and answer ("now make it shorter")."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise UserError(f"There is no run {run_id}.")
+    if run.status not in RunStatus.TERMINAL:
+        add_human_input(store, run_id, text, actor)
+        return None, f"Noted for run {run_id}; the supervisor reads it at its next step."
+    team = run.team if run.team in config.teams else None
+    new, _ = start_run(
+        store,
+        config,
+        request=text,
+        team=team,
+        platform=run.platform,
+        channel=run.channel,
+        thread=run.thread or run.opened_ref,
+        requester=actor.user,
+        origin_key=origin_key,
+        follow_up_of=run,
+    )
+    return new, f"Run {new.id} follows up run {run_id} in this thread."
 
 
 def _audit(

@@ -149,8 +149,10 @@ class Store:
         thread: str | None,
         requester: str,
         opened: Notice | None = None,
+        seed: dict[str, Any] | None = None,
     ) -> tuple[Run, bool]:
-        """Create a run with checkpoint 0, or return the one made for the same origin key."""
+        """Create a run with checkpoint 0, or return the one made for the same origin key.
+        `seed`: more initial state (a follow-up's previous run)."""
         if origin_key is not None:
             existing = self.run_by_origin(origin_key)
             if existing is not None:
@@ -171,7 +173,10 @@ class Store:
                 session.add(run)
                 session.flush()
                 initial = st.initial_state(
-                    request=request, team=team, next="supervisor" if team else "route"
+                    request=request,
+                    team=team,
+                    next="supervisor" if team else "route",
+                    **(seed or {}),
                 )
                 session.add(Checkpoint(run_id=run.id, version=0, state=st.dumps(initial)))
                 if opened is not None:

@@ -68,7 +68,7 @@ def test_escalation_is_a_question_answered_with_approve(tmp_path: Path) -> None:
     # No answer: the run stays paused and the session still exits 0.
     result = chat(tmp_path, "/agent --team research summarise it\n", "--teams", str(teams))
     assert result.returncode == 0, result.stderr
-    assert "⏸ Run 1 paused: max steps" in result.stdout
+    assert "⏸ Run 1 paused: the team has used all its steps" in result.stdout
     assert "The run has used 3 of its 3 steps." in result.stdout
     assert "approve 1" in result.stdout
     assert "waiting for approval" in result.stdout

@@ -210,3 +210,49 @@ def test_parallel_calls_are_one_question_and_a_crash_in_doubt_asks(gated) -> Non
 def test_sandbox_toolbox_still_offers_run_code() -> None:
     box = SandboxToolBox(lambda: None, None)  # type: ignore[arg-type]
     assert box.info("run_code").read_only and box.info("ghost") is None
+
+
+def test_a_follow_up_in_a_finished_runs_thread_knows_the_previous_answer(gated) -> None:  # type: ignore[no-untyped-def]
+    rt, _, model = gated(Styles(parallel=0.0, report_tokens=50, finish_with_report=1.0))
+    run = start(rt, "Research case follow: compare queues", requester="UREQ")
+    drive(rt, run.id)
+    finished = rt.store.get_run(run.id)
+    assert finished.status == RunStatus.FINISHED
+    actor = service.Actor("UREQ", "test", "C1")
+    # While a run goes on, a reply is input; once it ended, a follow-up run in the thread.
+    new, message = service.continue_in_thread(
+        rt.store, rt.config, run.id, "now make it shorter", actor, origin_key="follow-1"
+    )
+    assert new is not None and f"follows up run {run.id}" in message
+    assert (new.team, new.channel, new.thread) == (finished.team, finished.channel, None)
+    before = len(model.completions)
+    drive(rt, new.id)
+    assert rt.store.get_run(new.id).status == RunStatus.FINISHED
+    first_supervisor = next(
+        body
+        for body in model.completions[before:]
+        if any(t["function"]["name"] == "assign" for t in body.get("tools", []))
+    )
+    prompt = first_supervisor["messages"][-1]["content"]
+    assert "Request: now make it shorter" in prompt
+    assert "Earlier request: Research case follow: compare queues" in prompt
+    assert finished.answer.strip()[:200] in prompt
+
+
+def test_approve_with_guidance_reaches_the_supervisor(gated) -> None:  # type: ignore[no-untyped-def]
+    rt, _, model = gated(plan(("append", {"text": "x"})))
+    run = start(rt, "Research case guidance: note it")
+    drive(rt, run.id)
+    [escalation] = rt.store.pending_escalations(run.id)
+    service.decide(
+        rt.store, rt.config, escalation.id, True, APPROVER, note="keep it under 10 words"
+    )
+    before = len(model.completions)
+    drive(rt, run.id)
+    prompts_after = [
+        m["content"]
+        for body in model.completions[before:]
+        for m in body["messages"]
+        if m["role"] == "user"
+    ]
+    assert any("UAPPROVER: keep it under 10 words" in text for text in prompts_after)
