@@ -115,7 +115,11 @@ class Intake:
             )
             run_id = admission.run_id
             if admission.decision in (Decision.START, Decision.RESUME):
-                run_id = self._start(admission.group_id, admission.run_id, route, notification)
+                try:
+                    run_id = self._start(admission.group_id, admission.run_id, route, notification)
+                except Exception:
+                    self.alerts.start_failed(admission.group_id)
+                    raise
             elif admission.decision == Decision.JOINED and run_id is not None:
                 self._deliver(platform, run_id)
             log.info(

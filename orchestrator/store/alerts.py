@@ -34,6 +34,7 @@ from orchestrator.store.models import (
 from orchestrator.store.repository import Store
 
 HELD_NAMES = 20  # names listed in a storm's "N more alerts held" message
+START_LEASE_S = 30.0  # how long copies of a notification leave a starting run to its starter
 ALERTMANAGER = "alertmanager"  # the actor and platform of alert news in audit rows
 
 
@@ -84,7 +85,7 @@ class Admission:
 
 @dataclass(frozen=True)
 class Resolution:
-    outcome: str  # resolved | dropped (it was held, no thread) | unknown (nothing open matches)
+    outcome: str  # resolved | dropped (it was held, no thread) | not_open (nothing open matches)
     group_id: int | None = None
     run_id: int | None = None
     platform: str | None = None
@@ -165,6 +166,7 @@ class AlertStore:
                 alerts=dict(firing.alerts),
                 deliveries=1,
                 started_at=moment if admitted else None,
+                starting_until=_lease(moment) if admitted else None,
             )
             session.add(group)
             session.flush()
@@ -180,8 +182,13 @@ class AlertStore:
             if self._started_since(session, firing, window_start) >= runs:
                 return Admission(Decision.STILL_HELD, group.id)
             group.status, group.started_at = AlertGroupStatus.FIRING, moment
+            group.starting_until = _lease(moment)
             return Admission(Decision.START, group.id)
-        if group.run_id is None or group.enqueued_at is None:
+        if group.enqueued_at is None:
+            if group.starting_until is not None and group.starting_until > moment:
+                return Admission(Decision.DUPLICATE, group.id, group.run_id)  # being started
+            # Its starter failed (and got a 503) or died: this copy finishes the start.
+            group.starting_until = _lease(moment)
             return Admission(Decision.RESUME, group.id, group.run_id)
         if new:
             self._note(session, group, note_for(new))
@@ -198,7 +205,16 @@ class AlertStore:
         """The run's first step and delivery are queued: later copies start nothing."""
         with self.store.session() as session:
             session.execute(
-                update(AlertGroup).where(AlertGroup.id == group_id).values(enqueued_at=_now())
+                update(AlertGroup)
+                .where(AlertGroup.id == group_id)
+                .values(enqueued_at=_now(), starting_until=None)
+            )
+
+    def start_failed(self, group_id: int) -> None:
+        """The start did not finish: the next copy of the notification may finish it."""
+        with self.store.session() as session:
+            session.execute(
+                update(AlertGroup).where(AlertGroup.id == group_id).values(starting_until=None)
             )
 
     def group(self, group_id: int) -> AlertGroup | None:
@@ -225,7 +241,7 @@ class AlertStore:
                 select(AlertGroup).where(AlertGroup.open_key == key_hash).with_for_update()
             )
             if group is None or not _same_incident(group.alerts or {}, alerts):
-                return Resolution("unknown")  # already closed, or a copy of an older incident
+                return Resolution("not_open")  # already closed, or a copy of an older incident
             group.deliveries += 1
             group.open_key, group.resolved_at = None, moment
             held = group.status == AlertGroupStatus.HELD
@@ -419,6 +435,10 @@ class AlertStore:
                     )
                 )
         return run
+
+
+def _lease(moment: datetime) -> datetime:
+    return moment + timedelta(seconds=START_LEASE_S)
 
 
 def _same_incident(known: dict[str, str], resolved: dict[str, str]) -> bool:

@@ -273,6 +273,8 @@ class AlertGroup(Base):
         ForeignKey("runs.id", ondelete="SET NULL"), index=True
     )
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # While one delivery starts the run, copies arriving meanwhile leave it alone.
+    starting_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -186,3 +189,20 @@ def test_mounted_under_the_slack_server(
         assert unsigned.status_code == 401
         assert httpx.get(url + "/healthz").status_code == 200
     assert site.counts() == (1, 1)
+
+
+def test_the_intake_refuses_to_start_without_credentials(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_ALERTS_")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "alerts", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "switchboard: set SWITCHBOARD_ALERTS_TOKEN (bearer token) or SWITCHBOARD_ALERTS_USERNAME "
+        "and SWITCHBOARD_ALERTS_PASSWORD (basic auth): the alert intake never runs unauthenticated"
+    )

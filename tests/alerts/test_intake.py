@@ -7,7 +7,9 @@ chat goes through the real Slack port and outbox sender to the Slack stand-in.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ from bot.alerts.intake import REQUESTER, Intake, Receipt
 from bot.alerts.payload import parse
 from bot.slack.port import SlackChatPort
 from orchestrator.outbox import OutboxSender
+from orchestrator.store.alerts import Decision, Firing, ThreadNote
 from orchestrator.store.models import AlertGroup, OutboxItem, Run, RunStatus
 from orchestrator.store.repository import Store
 from orchestrator.teams import load_teams
@@ -129,7 +132,7 @@ def test_resolution_is_posted_once_in_the_thread_and_does_not_stop_the_run(make_
     env = make_env()
     env.deliver(notification(alert("aa")))
     resolved = notification(alert("aa", status="resolved", ends_at="2026-11-28T05:09:00Z"))
-    assert [env.deliver(resolved).outcome for _ in range(3)] == ["resolved", "unknown", "unknown"]
+    assert [env.deliver(resolved).outcome for _ in range(3)] == ["resolved", "not_open", "not_open"]
     (run,) = env.runs()
     assert run.status == RunStatus.QUEUED  # told, not aborted
     (news,) = env.outbox(run.id)
@@ -238,3 +241,57 @@ def test_resolution_after_the_run_ended_is_posted_without_input(make_env) -> Non
     assert env.deliver(notification(alert("aa", status="resolved"))).outcome == "resolved"
     assert len(env.outbox(run.id)) == 1
     assert env.store.human_inputs(run.id, 0) == []
+
+
+def test_simultaneous_copies_start_one_run_and_queue_it_once(make_env) -> None:  # type: ignore[no-untyped-def]
+    """Several Alertmanager replicas deliver at the same moment: one decides to start, the
+    others see the start in progress and leave it alone."""
+    env = make_env()
+    barrier = threading.Barrier(4)
+
+    def deliver() -> str:
+        barrier.wait()
+        return env.deliver(notification()).outcome
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(lambda _: deliver(), range(4)))
+    assert outcomes == ["duplicate", "duplicate", "duplicate", "start"]
+    (run,) = env.runs()
+    assert env.queue.advanced == [(run.id, 0)]
+
+
+def test_a_copy_arriving_while_the_start_is_in_flight_leaves_it_alone(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env()
+    parsed = parse(body(notification()))
+    firing = Firing(
+        key_hash=parsed.key_hash,
+        group_key=parsed.group_key,
+        receiver="r",
+        name="SwitchboardTargetDown",
+        route="switchboard-critical",
+        team="research",
+        platform="slack",
+        channel=ONCALL,
+        alerts=parsed.instances(firing_only=True),
+    )
+    alerts = env.intake.alerts
+
+    def admit() -> Decision:
+        return alerts.admit(firing, runs=5, per_seconds=600, note_for=_no_note).decision
+
+    assert admit() == Decision.START
+    assert admit() == Decision.DUPLICATE  # the starter is still at it
+    (group,) = env_groups(env)
+    alerts.start_failed(group.id)
+    assert admit() == Decision.RESUME  # the starter gave up: this copy finishes the start
+    alerts.mark_enqueued(group.id)
+    assert admit() == Decision.DUPLICATE
+
+
+def _no_note(new: tuple[str, ...]) -> ThreadNote:
+    raise AssertionError("no alert joined")
+
+
+def env_groups(env: Env) -> list[AlertGroup]:
+    with env.store.sessions() as session:
+        return list(session.scalars(select(AlertGroup)))

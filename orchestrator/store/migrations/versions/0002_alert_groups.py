@@ -67,6 +67,9 @@ def upgrade() -> None:
             "enqueued_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column(
+            "starting_until", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
             "started_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column(
