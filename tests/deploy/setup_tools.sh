@@ -1,9 +1,9 @@
 #!/bin/sh
-# Install the command-line tools the deploy tests drive: promtool and prometheus (Debian
-# package `prometheus`), alertmanager and amtool (Debian package `prometheus-alertmanager`)
-# (the server is /usr/bin/prometheus-alertmanager there) and docker-compose (Debian package
-# `docker-compose`). Idempotent: a tool already on PATH
-# is left alone, so CI and laptops can call this before every test run.
+# Install the command-line tools the deploy and alert tests drive: promtool and prometheus
+# (Debian package `prometheus`), alertmanager and amtool (Debian package
+# `prometheus-alertmanager`, whose server is /usr/bin/prometheus-alertmanager) and
+# docker-compose (Debian package `docker-compose`). Idempotent: a tool already on PATH is
+# left alone, so CI and laptops can call this before every test run.
 set -eu
 
 missing=""
