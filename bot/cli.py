@@ -272,6 +272,23 @@ def slack(
 
 
 @app.command()
+def alerts(
+    teams: TeamsOption = None,
+    port: Annotated[int, typer.Option(help="HTTP port Alertmanager's webhook posts to.")] = 9095,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+) -> None:
+    """Serve the alert intake: Alertmanager's webhook (POST /alerts) opens a thread per alert
+    group and starts its investigation. Needs SWITCHBOARD_ALERTS_TOKEN (bearer) or
+    SWITCHBOARD_ALERTS_USERNAME and SWITCHBOARD_ALERTS_PASSWORD (basic auth)."""
+    _use_teams(teams)
+    _setup_logging("INFO")
+    _load_config()
+    from bot.alerts.main import run
+
+    run(port=port, host=host)
+
+
+@app.command()
 def discord(teams: TeamsOption = None) -> None:
     """Run the Discord bot (DISCORD_TOKEN; DISCORD_GUILD_ID syncs commands to one guild)."""
     _use_teams(teams)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator.alerts import AlertsConfig
+
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
 
 
@@ -111,6 +113,7 @@ class TeamsConfig(_Strict):
     teams: dict[str, Team] = Field(min_length=1)
     router_tier: str = "cheap"
     summary_tier: str = "cheap"
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)  # alert groups → investigations
 
     def approvers_for(self, team: str) -> Approvers:
         chosen = self.teams[team].approvers if team in self.teams else None
@@ -159,6 +162,11 @@ def _check_references(path: Path, config: TeamsConfig) -> None:
                     path, name, f"workers.{index}.name", f"duplicate worker {worker.name!r}"
                 )
             seen.add(worker.name)
+    for index, route in enumerate(config.alerts.routes):
+        if route.team is not None and route.team not in config.teams:
+            raise TeamsFileError(
+                path, None, f"alerts.routes.{index}.team", f"unknown team {route.team!r}"
+            )
 
 
 def _matches_name(name: str) -> bool:

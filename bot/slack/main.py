@@ -17,6 +17,8 @@ from typing import Any
 from slack_bolt.adapter.asgi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 
+from bot.alerts.http import ALERTS_PATH
+from bot.alerts.main import mounted_endpoint
 from bot.slack.app import Core, build_app
 from bot.slack.port import SlackSettings
 from bot.slack.queue import CeleryQueue
@@ -34,12 +36,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 EVENTS_PATH = "/slack/events"
 
 
-def asgi_app(bolt: AsyncApp) -> ASGIApp:
-    """Route /healthz and /metrics ourselves; everything else is Bolt's (it 404s the rest)."""
+def asgi_app(bolt: AsyncApp, alerts: ASGIApp | None = None) -> ASGIApp:
+    """Route /healthz and /metrics ourselves; everything else is Bolt's (it 404s the rest).
+
+    `alerts` is the alert intake's endpoint (bot.alerts), served at /alerts when given.
+    """
     slack = AsyncSlackRequestHandler(bolt, path=EVENTS_PATH)
     metrics = make_asgi_app()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if alerts is not None and scope["type"] == "http" and scope["path"] == ALERTS_PATH:
+            await alerts(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["path"] == "/healthz":
             body = b'{"ok": true}'
             await send(
@@ -114,8 +122,9 @@ def run(port: int) -> None:
 
             host = os.environ.get("SLACK_HOST", "0.0.0.0")
             log.info("Slack HTTP mode on %s:%s%s", host, port, EVENTS_PATH)
+            alerts = mounted_endpoint(core.store, core.config)  # None unless credentials are set
             uvicorn.run(
-                asgi_app(build_app(core, slack)),
+                asgi_app(build_app(core, slack), alerts),
                 host=host,
                 port=port,
                 log_config=None,

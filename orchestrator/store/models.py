@@ -275,3 +275,69 @@ class InboundEvent(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     platform: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AlertGroupStatus:
+    FIRING = "firing"  # admitted: its investigation run was (or is being) started
+    HELD = "held"  # over its channel's rate: waits for Alertmanager to send it again
+    RESOLVED = "resolved"
+
+
+class AlertGroup(Base):
+    """One incident of an Alertmanager alert group: the durable dedup record of its notifications.
+
+    `open_key` (a hash of Alertmanager's group key) is unique while the incident is open and
+    cleared when it resolves, so repeats, retries and replicas of one notification find the
+    open row, and the group firing again after it resolved opens a new incident. `alerts`
+    maps each alert's fingerprint to its startsAt: an alert instance is both.
+    """
+
+    __tablename__ = "alert_groups"
+    __table_args__ = (
+        Index("ix_alert_groups_channel_started", "platform", "channel", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    open_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), index=True)
+    group_key: Mapped[str] = mapped_column(Text)
+    receiver: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    route: Mapped[str] = mapped_column(String(64))
+    team: Mapped[str | None] = mapped_column(String(64))
+    platform: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    alerts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), index=True
+    )
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # While one delivery starts the run, copies arriving meanwhile leave it alone.
+    starting_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AlertChannelState(Base):
+    """Per chat channel: the storm of held alert groups and its one "N more alerts held" message.
+
+    Its row is also the lock that serialises admission decisions for the channel.
+    """
+
+    __tablename__ = "alert_channels"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(128), primary_key=True)
+    storm: Mapped[int] = mapped_column(Integer, default=0)  # numbers the storms, one message each
+    held: Mapped[int] = mapped_column(Integer, default=0)
+    held_names: Mapped[list[str]] = mapped_column(JSON, default=list)
+    last_held_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notice_ref: Mapped[str | None] = mapped_column(String(128))
+    notice_count: Mapped[int] = mapped_column(Integer, default=0)
+    notice_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notice_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -45,3 +45,8 @@ def compose() -> str:
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
     return require_tool("prometheus")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    return require_tool("amtool")

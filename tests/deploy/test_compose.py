@@ -35,7 +35,7 @@ def test_compose_config_is_valid(compose: str) -> None:
 
 def test_default_services_and_profiles(compose: str) -> None:
     # `config` of docker-compose 1.x lists profiled services too, so read the profiles.
-    services = _config(compose, "slack", "discord")["services"]
+    services = _config(compose, "slack", "discord", "alerts")["services"]
     profiles = {name: tuple(s.get("profiles", ())) for name, s in services.items()}
     assert profiles == {
         "postgres": (),
@@ -45,14 +45,16 @@ def test_default_services_and_profiles(compose: str) -> None:
         "beat": (),
         "prometheus": (),
         "grafana": (),
+        "alertmanager": (),
         "slack": ("slack",),
         "discord": ("discord",),
+        "alerts": ("alerts",),
     }
 
 
 @pytest.fixture(scope="module")
 def services(compose: str) -> dict:
-    return _config(compose, "slack", "discord")["services"]
+    return _config(compose, "slack", "discord", "alerts")["services"]
 
 
 def test_every_long_running_service_has_a_healthcheck(services: dict) -> None:
@@ -71,6 +73,7 @@ def test_commands_and_environment(services: dict) -> None:
         "beat": ["beat"],
         "slack": ["slack", "--port", "3000"],
         "discord": ["discord"],
+        "alerts": ["alerts", "--port", "9095"],
     }
     for name, command in expected.items():
         service = services[name]
@@ -80,7 +83,7 @@ def test_commands_and_environment(services: dict) -> None:
         assert env["BROKER_URL"] == "redis://redis:6379/0"
         assert env["METRICS_PORT"] == "9100"
     assert services["worker"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
-    for name in ("worker", "beat", "slack", "discord"):
+    for name in ("worker", "beat", "slack", "discord", "alerts"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
         assert deps["postgres"]["condition"] == "service_healthy"
@@ -107,5 +110,31 @@ def test_scrape_jobs_cover_every_switchboard_process(services: dict) -> None:
         for sd in job.get("dns_sd_configs", [])
         for name in sd["names"]
     }
-    assert scraped == {"worker", "beat", "slack", "discord"}
+    assert scraped == {"worker", "beat", "slack", "discord", "alerts"}
     assert scraped <= set(services)
+
+
+def test_alertmanager_mounts_its_config_and_prometheus_points_at_it(services: dict) -> None:
+    volumes = services["alertmanager"]["volumes"]
+    sources = {v["source"] if isinstance(v, dict) else v.split(":")[0] for v in volumes}
+    assert str(REPO / "deploy" / "alertmanager.yml") in sources
+    # Secrets reach Alertmanager as files written at start, from the same .env variables the
+    # intake reads; none is written into the compose file.
+    command = " ".join(services["alertmanager"]["command"])
+    assert "/run/alertmanager/switchboard-alerts-token" in command
+    assert "SWITCHBOARD_ALERTS_TOKEN" in services["alerts"]["environment"]
+    config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    targets = [
+        target
+        for manager in config["alerting"]["alertmanagers"]
+        for static in manager["static_configs"]
+        for target in static["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
+    routes = yaml.safe_load((REPO / "deploy" / "alertmanager.yml").read_text())
+    hooks = [
+        hook["url"]
+        for receiver in routes["receivers"]
+        for hook in receiver.get("webhook_configs", [])
+    ]
+    assert hooks and all(url == "http://alerts:9095/alerts" for url in hooks)
