@@ -1,7 +1,7 @@
 """tool ledger; tool approvals on escalations
 
 Revision ID: 0003_tool_calls
-Revises: 0001
+Revises: 0002_alert_groups
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import orchestrator.store.models
 
 revision = "0003_tool_calls"
-down_revision = "0001"
+down_revision = "0002_alert_groups"
 branch_labels = None
 depends_on = None
 
