@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     step_lease_s: float = Field(default=30.0, alias="SWITCHBOARD_STEP_LEASE")
     beat_interval_s: float = Field(default=30.0, alias="SWITCHBOARD_BEAT_INTERVAL")
     stalled_after_s: int = Field(default=120, alias="SWITCHBOARD_STALLED_AFTER")
+    # A worker holding a run goes straight on to its next step, up to this many steps or
+    # seconds, before handing the run back to the queue (fairness between runs).
+    slice_steps: int = Field(default=50, ge=1, le=100_000, alias="SWITCHBOARD_SLICE_STEPS")
+    slice_s: float = Field(default=20.0, gt=0, le=3600, alias="SWITCHBOARD_SLICE_SECONDS")
     model_timeout_s: float = Field(default=60.0, alias="SWITCHBOARD_MODEL_TIMEOUT")
     model_retries: int = Field(default=4, alias="SWITCHBOARD_MODEL_RETRIES")
     inprocess_concurrency: int = Field(default=8, alias="SWITCHBOARD_INPROCESS_CONCURRENCY")

@@ -1,11 +1,22 @@
-"""Step tasks: one task executes one unit of one run, then enqueues the next."""
+"""Step tasks: a task executes one unit of one run, then goes straight on to the next.
+
+Each step is still its own transaction (the engine commits v(n+1) before the next step
+starts), but the worker that holds a run does not pay a broker round trip per step: it
+continues the run in process and hands it back to the queue only when the run waits for a
+human, ends, has used its fairness slice (SWITCHBOARD_SLICE_STEPS / _SECONDS), a continued
+step fails, or the worker is shutting down (warm shutdown enqueues the next step, so the run
+is picked up elsewhere). A worker killed mid-slice loses nothing: the lease lapses and beat's
+reaper re-enqueues the run, exactly as for a worker killed mid-step.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 
 from orchestrator import service
 from orchestrator.engine import Outcome, StepOutcome
@@ -72,18 +83,59 @@ def advance(self: Task, run_id: int, version: int) -> str:
         raise self.retry(countdown=outcome.retry_in, max_retries=None)
     if outcome.outcome is Outcome.DUPLICATE:
         return outcome.outcome
-    # The outcome carries the run's trace context and platform: no read after the commit.
-    if outcome.outcome is Outcome.ADVANCED:
-        enqueue(run_id, outcome.version, outcome.trace_parent)
-    if outcome.platform is not None:
-        deliver_now(run_id, outcome.platform)
-    return outcome.outcome
+    return str(_continue(rt, outcome).outcome)
 
 
-def enqueue(run_id: int, version: int, traceparent: str | None = None) -> None:
-    """One broker message per step; the run's trace context travels in its headers."""
+SHUTTING_DOWN = threading.Event()
+
+
+@signals.worker_shutting_down.connect
+def _shutting_down(**_: Any) -> None:
+    SHUTTING_DOWN.set()
+
+
+def _continue(rt: runtime.Runtime, outcome: StepOutcome) -> StepOutcome:
+    """Go on with the run in this worker for one fairness slice; hand it back after."""
+    settings = rt.settings
+    deadline = time.monotonic() + settings.slice_s
+    steps = 1
+    while True:
+        # The outcome carries the run's trace context and platform: no read after the commit.
+        if outcome.platform is not None:
+            deliver_now(outcome.run_id, outcome.platform)
+        if outcome.outcome is not Outcome.ADVANCED:
+            return outcome
+        if steps >= settings.slice_steps or time.monotonic() >= deadline or SHUTTING_DOWN.is_set():
+            enqueue(outcome.run_id, outcome.version, outcome.trace_parent)
+            return outcome
+        carrier = {"traceparent": outcome.trace_parent} if outcome.trace_parent else None
+        try:
+            following = bridge.run(rt.engine.step(outcome.run_id, outcome.version, carrier))
+        except Exception as exc:  # the queue retries it, with its backoff
+            log.warning(
+                "run %s step %s: %s; handing it to the queue",
+                outcome.run_id,
+                outcome.version,
+                type(exc).__name__,
+            )
+            enqueue(outcome.run_id, outcome.version, outcome.trace_parent, countdown=1.0)
+            return outcome
+        if following.outcome is Outcome.BUSY:
+            enqueue(
+                outcome.run_id, outcome.version, outcome.trace_parent, countdown=following.retry_in
+            )
+            return following
+        if following.outcome is Outcome.DUPLICATE:
+            return following
+        outcome, steps = following, steps + 1
+
+
+def enqueue(
+    run_id: int, version: int, traceparent: str | None = None, countdown: float | None = None
+) -> None:
+    """Hand a run's next step to the queue; its trace context travels in the headers."""
     headers = {"traceparent": traceparent} if traceparent else None
-    advance.apply_async((run_id, version), headers=headers)
+    advance.apply_async((run_id, version), headers=headers, countdown=countdown)
 
 
 def fail_run(run_id: int, reason: str) -> None:
