@@ -13,9 +13,11 @@ single transaction and costs no extra broker round trips.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +54,7 @@ from orchestrator.telemetry.tracing import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Node = Callable[[StepContext], Awaitable[NodeResult]]
+STATE_CACHE = 4096  # runs whose latest state a worker keeps
 
 
 class Outcome(StrEnum):
@@ -93,6 +96,9 @@ class Engine:
         self.owner = owner
         self.lease_s = lease_s
         self.services = Services(store, gateway, config, tools, escalation_ttl_s)
+        # States this engine committed, by (run, version): immutable once committed, so the
+        # next step of the same run needs no checkpoint read.
+        self._states: OrderedDict[tuple[int, int], st.State] = OrderedDict()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -110,7 +116,16 @@ class Engine:
         one the step joins the run's own trace."""
         token = f"{self.owner}:{uuid.uuid4().hex[:12]}"
         # One round trip: the lease at `version`, the run, its checkpoint, spend and replays.
-        start = await self._db(self.store.begin_step, run_id, version, token, self.lease_s)
+        # A worker that committed the version itself has its state in memory (the common
+        # case: it goes straight on with the run); begin_step then reads no checkpoint.
+        cached = self._states.get((run_id, version))
+        start = await self._db(
+            lambda: self.store.begin_step(
+                run_id, version, token, self.lease_s, want_state=cached is None
+            )
+        )
+        if cached is not None and start.taken:
+            start = dataclasses.replace(start, state=cached)
         if not start.taken:
             if start.duplicate:
                 return StepOutcome(Outcome.DUPLICATE, run_id, version)
@@ -198,7 +213,11 @@ class Engine:
             last_input_id=start.last_input_id,
         )
         result = await self._act(ctx)
-        new_state = st.apply(ctx.state, result.updates)
+        # The step's delta: updates applied to the working state before the node ran
+        # (a persona shift) and the node's own. Folded into the loaded state, never into the
+        # working copy (which already holds some of them).
+        delta = [*ctx.applied, *result.updates]
+        new_state = st.apply(loaded, delta)
         committed = await self._db(
             self.store.commit_step,
             run.id,
@@ -207,6 +226,7 @@ class Engine:
                 node=result.node,
                 summary=result.summary,
                 state=new_state,
+                delta=delta,
                 run_status=result.status,
                 detail=ctx.details,
                 answer=result.answer,
@@ -217,6 +237,11 @@ class Engine:
                 team=result.team,
             ),
         )
+        self._states.pop((run.id, version), None)
+        if committed and result.status == RunStatus.RUNNING:
+            self._states[(run.id, version + 1)] = new_state
+            while len(self._states) > STATE_CACHE:
+                self._states.popitem(last=False)
         return ctx, result, committed
 
     def _count(self, ctx: StepContext, result: NodeResult, seconds: float) -> None:
@@ -254,7 +279,9 @@ class Engine:
         )
         if verdict.action is Action.SHIFT_PERSONA:
             assert verdict.worker is not None
-            ctx.state = st.apply(ctx.state, [{"personas": {verdict.worker: guards.DEBUGGER}}])
+            shift = {"personas": {verdict.worker: guards.DEBUGGER}}
+            ctx.state = st.apply(ctx.state, [shift])
+            ctx.applied.append(shift)
             ctx.details["persona_shift"] = verdict.worker
         elif verdict.action is Action.ESCALATE:
             return escalate(ctx, verdict)

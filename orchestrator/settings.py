@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # seconds, before handing the run back to the queue (fairness between runs).
     slice_steps: int = Field(default=50, ge=1, le=100_000, alias="SWITCHBOARD_SLICE_STEPS")
     slice_s: float = Field(default=20.0, gt=0, le=3600, alias="SWITCHBOARD_SLICE_SECONDS")
+    # A full checkpoint every this many versions; the versions between store only deltas.
+    snapshot_every: int = Field(default=100, ge=1, le=100_000, alias="SWITCHBOARD_SNAPSHOT_EVERY")
     model_timeout_s: float = Field(default=60.0, alias="SWITCHBOARD_MODEL_TIMEOUT")
     model_retries: int = Field(default=4, alias="SWITCHBOARD_MODEL_RETRIES")
     inprocess_concurrency: int = Field(default=8, alias="SWITCHBOARD_INPROCESS_CONCURRENCY")

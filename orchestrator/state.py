@@ -91,6 +91,40 @@ def apply(state: State, updates: Iterable[Mapping[str, Any]]) -> State:
     return result
 
 
+def diff(old: State, new: State) -> list[dict[str, Any]] | None:
+    """Updates that take `old` to `new` through the reducers; None if they cannot (a list
+    that did not only grow). Used to turn stored full states into deltas."""
+    update: dict[str, Any] = {}
+    for name, channel in CHANNELS.items():
+        before, after = old.get(name, channel.default()), new.get(name, channel.default())
+        if before == after:
+            continue
+        if channel.reducer is append:
+            if after[: len(before)] != before:
+                return None
+            update[name] = after[len(before) :]
+        elif channel.reducer is merge:
+            if any(key not in after for key in before):
+                return None
+            update[name] = {k: v for k, v in after.items() if before.get(k) != v}
+        elif channel.reducer is merge_lists:
+            grown: dict[str, list[Any]] = {}
+            for key, values in after.items():
+                previous = before.get(key, [])
+                if values[: len(previous)] != previous:
+                    return None
+                if len(values) > len(previous):
+                    grown[key] = values[len(previous) :]
+            if any(key not in after for key in before):
+                return None
+            update[name] = grown
+        elif channel.reducer is add:
+            update[name] = after - before
+        else:
+            update[name] = after
+    return [update] if update else []
+
+
 def dumps(state: State) -> str:
     return json.dumps(state, sort_keys=True, separators=(",", ":"))
 

@@ -44,7 +44,7 @@ _port_failures: set[str] = set()
 
 def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
     settings = settings or get_settings()
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, snapshot_every=settings.snapshot_every)
     config = load_teams(settings.teams_file)
     for warning in config_warnings(config):
         log.warning("teams file %s: %s", settings.teams_file, warning)

@@ -93,6 +93,9 @@ class StepContext:
     spend: Spend = field(default_factory=Spend)
     replays: dict[int, Reply] = field(default_factory=dict)
     last_input_id: int = 0
+    # Updates applied to `state` before the node ran that the node's result does not carry
+    # (a persona shift); part of the step's delta.
+    applied: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ class Turn:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Turn:
         values = dict(data)
+        # Copies: the state a turn was loaded from may be cached and must stay as committed.
+        values["messages"] = list(values.get("messages", []))
+        values["results"] = list(values.get("results", []))
         values["pending"] = [Pending(**p) for p in values.get("pending", [])]
         return cls(**values)
 

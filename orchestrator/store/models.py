@@ -104,6 +104,9 @@ class Checkpoint(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
+    # "snapshot": the whole state; "delta": the reducer updates since the previous version.
+    # Loading a version folds the deltas since the last snapshot at or before it.
+    kind: Mapped[str] = mapped_column(String(8), default="snapshot")
     state: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

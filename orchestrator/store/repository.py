@@ -43,7 +43,7 @@ from orchestrator.store.statements import (
     _INSERT_CHECKPOINT,
     _INSERT_OUTBOX,
     _INSERT_STEP,
-    _LOAD_CHECKPOINT,
+    _LOAD_CHECKPOINTS,
     _READ_STEP,
     _RECORDED,
     _RECORDED_STEP,
@@ -73,6 +73,9 @@ class NewStep:
     error: str | None = None
     notices: tuple[Notice, ...] = ()
     escalation: dict[str, Any] | None = None
+    # The reducer updates from the previous version to `state`: stored instead of the whole
+    # state between snapshots, so checkpoint bytes grow with the run's length, not its square.
+    delta: list[dict[str, Any]] | None = None
     started_at: datetime | None = None
     team: str | None = None
 
@@ -102,8 +105,15 @@ class StepStart:
 
 
 class Store:
-    def __init__(self, url: str, sessions: sessionmaker[Session] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        sessions: sessionmaker[Session] | None = None,
+        *,
+        snapshot_every: int = 100,
+    ) -> None:
         self.url = url
+        self.snapshot_every = snapshot_every
         self.sessions = sessions or session_factory(url)
         self.engine = self.sessions.kw["bind"]
         # Single-statement hot path (autocommit on Postgres; the ordinary engine elsewhere).
@@ -233,7 +243,9 @@ class Store:
                 result = connection.execute(_TAKE_LEASE, {**params, "at_version": version})
             return result.rowcount == 1
 
-    def begin_step(self, run_id: int, version: int, owner: str, ttl_s: float) -> StepStart:
+    def begin_step(
+        self, run_id: int, version: int, owner: str, ttl_s: float, *, want_state: bool = True
+    ) -> StepStart:
         """Take the run's step lease at `version` and read all a step needs, at once.
 
         On Postgres this is ONE statement (an UPDATE ... RETURNING in a CTE, with the
@@ -250,6 +262,7 @@ class Store:
             "until": moment + timedelta(seconds=ttl_s),
             "at_version": version,
             "step": version + 1,
+            "want_state": want_state,
         }
         if self.postgres:
             row = self._hot_retry(lambda c: c.execute(_BEGIN_STEP_PG, params).one_or_none())
@@ -265,10 +278,15 @@ class Store:
         if values["recorded_calls"]:
             replays = self.recorded_step(run_id, version + 1)
         text = values["cp_state"]
+        state = None
+        if text is not None:
+            state = st.loads(text)
+        elif want_state:  # a delta version: fold it from its snapshot
+            state = self.load_checkpoint(run_id, version)
         return StepStart(
             taken=True,
             run=run,
-            state=None if text is None else st.loads(text),
+            state=state,
             spend=Spend(int(values["spent_tokens"]), float(values["spent_dollars"])),
             replays=replays,
             last_input_id=int(values["last_input"] or 0),
@@ -334,9 +352,24 @@ class Store:
     # --- checkpoints and steps -------------------------------------------------------
 
     def load_checkpoint(self, run_id: int, version: int) -> st.State | None:
+        """The state at `version`: its last snapshot with the deltas since folded in."""
         with self._connect() as connection:
-            text = connection.scalar(_LOAD_CHECKPOINT, {"run_id": run_id, "version": version})
-            return None if text is None else st.loads(text)
+            rows = connection.execute(
+                _LOAD_CHECKPOINTS, {"run_id": run_id, "version": version}
+            ).all()
+        if not rows:
+            return None
+        state = st.loads(rows[0].state)
+        for row in rows[1:]:
+            state = st.apply(state, json.loads(row.state))
+        return state
+
+    def _checkpoint(self, version: int, new: NewStep) -> tuple[str, str]:
+        """(kind, text) to store: a snapshot every `snapshot_every` versions (and whenever
+        the step gave no delta), else the step's reducer updates."""
+        if new.delta is None or version % self.snapshot_every == 0:
+            return "snapshot", st.dumps(new.state)
+        return "delta", json.dumps(new.delta, sort_keys=True, separators=(",", ":"))
 
     def commit_step(self, run_id: int, from_version: int, new: NewStep) -> bool:
         """Commit checkpoint from_version+1 with its step, run update, escalation and outbox.
@@ -372,9 +405,10 @@ class Store:
                 if advanced is None:
                     connection.rollback()
                     return False
+                kind, text = self._checkpoint(version, new)
                 connection.execute(
                     _INSERT_CHECKPOINT,
-                    {"run_id": run_id, "version": version, "state": st.dumps(new.state)},
+                    {"run_id": run_id, "version": version, "kind": kind, "state": text},
                 )
                 # The step row sums this step's ledger rows in the same statement.
                 connection.execute(
@@ -426,7 +460,10 @@ class Store:
         nothing; a duplicate checkpoint fails the whole statement."""
         version = from_version + 1
         rows = _outbox_rows(run_id, "", "", version, new.notices)
+        kind, text = self._checkpoint(version, new)
         params = {
+            "kind": kind,
+            "state": text,
             "run_id": run_id,
             "from_version": from_version,
             "version": version,
@@ -435,7 +472,6 @@ class Store:
             "answer": new.answer,
             "error": new.error,
             "team": new.team,
-            "state": st.dumps(new.state),
             "node": new.node,
             "summary": new.summary,
             "detail": json.dumps(new.detail),

@@ -77,8 +77,22 @@ _RELEASE_LEASE = (
     .where(Run.id == bindparam("run_id"), Run.lease_owner == bindparam("owner"))
     .values(lease_owner=None, lease_until=None)
 )
-_LOAD_CHECKPOINT = select(Checkpoint.state).where(
-    Checkpoint.run_id == bindparam("run_id"), Checkpoint.version == bindparam("version")
+# The checkpoints that make up a version: the last snapshot at or before it, then deltas.
+_LOAD_CHECKPOINTS = (
+    select(Checkpoint.kind, Checkpoint.state)
+    .where(
+        Checkpoint.run_id == bindparam("run_id"),
+        Checkpoint.version <= bindparam("version"),
+        Checkpoint.version
+        >= select(func.max(Checkpoint.version))
+        .where(
+            Checkpoint.run_id == bindparam("run_id"),
+            Checkpoint.version <= bindparam("version"),
+            Checkpoint.kind == "snapshot",
+        )
+        .scalar_subquery(),
+    )
+    .order_by(Checkpoint.version)
 )
 _RECORDED = select(
     LLMCall.response,
@@ -130,8 +144,8 @@ WITH adv AS (
     WHERE id = :run_id AND version = :from_version AND status IN ('queued', 'running')
     RETURNING id, platform, channel
 ), cp AS (
-    INSERT INTO checkpoints (run_id, version, state, created_at)
-    SELECT adv.id, :version, :state, :moment FROM adv
+    INSERT INTO checkpoints (run_id, version, kind, state, created_at)
+    SELECT adv.id, :version, :kind, :state, :moment FROM adv
     RETURNING 1
 ), stp AS (
     INSERT INTO steps (run_id, version, node, summary, detail, tokens_in, tokens_out,
@@ -164,8 +178,15 @@ def _step_reads(source: Any) -> Any:
     run_id = bindparam("run_id")
     return select(
         *(source.c[key] for key in _RUN_KEYS),
+        # The state when the version is a snapshot and the caller has none cached; a
+        # delta version is folded from its snapshot by a second read (a cache miss only).
         select(Checkpoint.state)
-        .where(Checkpoint.run_id == run_id, Checkpoint.version == bindparam("at_version"))
+        .where(
+            Checkpoint.run_id == run_id,
+            Checkpoint.version == bindparam("at_version"),
+            Checkpoint.kind == "snapshot",
+            bindparam("want_state"),
+        )
         .scalar_subquery()
         .label("cp_state"),
         select(func.coalesce(func.sum(LLMCall.tokens_in + LLMCall.tokens_out), 0))
