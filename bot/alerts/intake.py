@@ -25,6 +25,7 @@ from orchestrator.store.alerts import AlertStore, Decision, Firing, ThreadNote
 from orchestrator.store.models import RunStatus
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
+from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,11 @@ class Intake:
 
     def receive(self, notification: Notification) -> Receipt:
         """Apply one delivery; raises when the run could not be queued (the caller says 503)."""
+        receipt = self._receive(notification)
+        metrics.ALERT_NOTIFICATIONS.labels(outcome=receipt.outcome[:32]).inc()
+        return receipt
+
+    def _receive(self, notification: Notification) -> Receipt:
         group = notification.group
         found = self._route(notification)
         if found is None:

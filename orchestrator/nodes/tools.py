@@ -20,6 +20,7 @@ from orchestrator.llm.gateway import ToolCall
 from orchestrator.nodes.context import StepContext, ToolInfo
 from orchestrator.store.models import Escalation, EscalationStatus, ToolCallStatus
 from orchestrator.store.tool_ledger import Origin, ToolLedger
+from orchestrator.telemetry import metrics
 from orchestrator.telemetry.logs import redact
 from orchestrator.telemetry.tracing import tool_span
 
@@ -148,6 +149,9 @@ class ToolRunner:
                     )
                 if record is not None:
                     verdict = "skipped" if pending.in_doubt else "rejected"
+                    metrics.TOOL_CALLS.labels(
+                        source=info.server or "builtin", outcome=verdict
+                    ).inc()
                     await self._db(lambda: self.ledger.finish(record.id, output, decision=verdict))
             return ToolOutcome(
                 output, result=self._result(worker, info, pending.arguments, output, 0.0)
@@ -217,6 +221,10 @@ class ToolRunner:
             output = await asyncio.to_thread(self.tools.execute, info.name, arguments)
         seconds = time.perf_counter() - started
         await self._db(self.ledger.finish, record.id, output)
+        failed = bool(_outcome(output).get("error"))
+        metrics.TOOL_CALLS.labels(
+            source=info.server or "builtin", outcome="error" if failed else "ok"
+        ).inc()
         return ToolOutcome(output, result=self._result(worker, info, arguments, output, seconds))
 
     def _replayed(self, worker: str, info: ToolInfo, arguments: str, output: str) -> ToolOutcome:

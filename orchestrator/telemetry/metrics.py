@@ -45,6 +45,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "ALERT_NOTIFICATIONS",
     "CATALOGUE",
     "CHAT_API_ERRORS",
     "CHAT_DELIVERIES",
@@ -62,6 +63,7 @@ __all__ = [
     "STEPS",
     "STEPS_IN_FLIGHT",
     "STEP_SECONDS",
+    "TOOL_CALLS",
     "StateCollector",
     "StateSnapshot",
     "celery_process_shutdown",
@@ -156,6 +158,20 @@ ESCALATIONS_DECIDED = Counter(
     "switchboard_escalations_decided",
     "Escalations resolved (decision: approved|aborted|expired).",
     ["reason", "decision"],
+)
+
+# --- tools and alerts ----------------------------------------------------------------------
+TOOL_CALLS = Counter(
+    "switchboard_tool_calls",
+    "Worker tool calls run or refused (source: builtin or the MCP server's name from the "
+    "teams file; outcome: ok|error|rejected|skipped).",
+    ["source", "outcome"],
+)
+ALERT_NOTIFICATIONS = Counter(
+    "switchboard_alert_notifications",
+    "Alertmanager notifications taken by the intake (outcome: start|duplicate|joined|held|"
+    "resolved|ignored|...).",
+    ["outcome"],
 )
 
 # --- sandbox -------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ def _exercise_every_metric() -> None:
     metrics.CHAT_API_ERRORS.labels(platform="slack", error="channel_not_found").inc()
     metrics.CHAT_RATE_LIMITED.labels(platform="discord").inc()
     metrics.CHAT_DELIVERIES.labels(platform="slack", kind="progress").inc()
+    metrics.TOOL_CALLS.labels(source="notes", outcome="ok").inc()
+    metrics.ALERT_NOTIFICATIONS.labels(outcome="start").inc()
 
 
 def test_exposition_passes_promtool_check_metrics() -> None:
