@@ -38,7 +38,9 @@ def pause_reason(guard: str | None, reason: str = "") -> str:
 
 
 def duration(seconds: float) -> str:
-    """12.3s, 4m 05s, 1h 02m: short, and never "0.0s" for something that took time."""
+    """<0.1s, 2.3s, 4m 05s, 1h 02m: short, and never "0.0s" for something that took time."""
+    if seconds < 0.05:
+        return "<0.1s"
     if seconds < 10:
         return f"{seconds:.1f}s"
     if seconds < 60:
