@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
-from orchestrator import budgets
+from typing import Any
+
+from orchestrator import budgets, wording
+from orchestrator.store import progress as store_progress
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
 
 
 def _money(value: float) -> str:
     return f"${value:.4f}"
+
+
+def approvers_text(config: TeamsConfig, team: str | None, platform: str) -> str:
+    """Who may approve a team's runs on one platform, for a refusal to name them.
+
+    Slack ids are shown with Slack's own formatting (`<@U…>`, `<!subteam^S…>`), Discord's
+    with theirs (`<@id>`, `<@&role>`): each adapter renders them as names, without a ping
+    where it sends with mentions disabled.
+    """
+    approvers = config.approvers_for(team or "")
+    names: list[str] = []
+    if platform == "slack":
+        names += [f"<@{user}>" for user in approvers.users]
+        names += [f"<!subteam^{group}>" for group in approvers.slack_usergroups]
+    elif platform == "discord":
+        names += [f"<@{user}>" for user in approvers.users]
+        names += [f"<@&{role}>" for role in approvers.discord_roles]
+    else:
+        names += list(approvers.users)
+    if not names:
+        return "No approvers are configured for this team; ask your Switchboard operator."
+    if len(names) == 1:
+        return f"Ask {names[0]}."
+    return f"Ask one of {', '.join(names[:-1])} or {names[-1]}."
+
+
+def _tool_line(tool: dict[str, Any]) -> str:
+    """One tool run of a step, in words (not a Python dict)."""
+    who = f"{tool.get('worker') or 'a worker'} ran {tool.get('tool') or 'a tool'}"
+    if tool.get("error"):
+        outcome = f"error: {tool['error']}"
+    elif tool.get("timed_out"):
+        outcome = "timed out"
+    elif tool.get("exit_code") is not None:
+        outcome = f"exit code {tool['exit_code']}"
+    else:
+        outcome = "done"
+    took = tool.get("duration_ms")
+    duration = f", {wording.duration(float(took) / 1000)}" if took is not None else ""
+    return f"{who}: {outcome}{duration}"
 
 
 def teams_text(config: TeamsConfig) -> str:
@@ -19,13 +62,32 @@ def teams_text(config: TeamsConfig) -> str:
     return "\n".join(lines)
 
 
-def status_text(store: Store, run_id: int | None, *, channel: str | None = None) -> str:
+def status_text(
+    store: Store,
+    run_id: int | None,
+    *,
+    channel: str | None = None,
+    requester: str | None = None,
+    platform: str | None = None,
+) -> str:
+    """A run's steps and spend; without a run id, the recent runs of a person or a channel.
+
+    With `requester`, the list is that person's runs across every session and channel on
+    `platform` (the console's sessions each have a channel of their own).
+    """
     if run_id is None:
-        runs = store.recent_runs(channel=channel, limit=10)
+        if requester is not None:
+            runs = store_progress.recent_runs_of(store, requester, platform=platform, limit=10)
+            whose = "Your recent runs:"
+        else:
+            runs = store.recent_runs(channel=channel, limit=10)
+            whose = "Recent runs:"
         if not runs:
             return "No runs yet. Start one with: /agent <request>"
-        lines = ["Recent runs:"]
-        lines += [f"  #{r.id} [{r.status}] {r.team or 'routing'}: {r.request[:80]}" for r in runs]
+        lines = [whose]
+        for r in runs:
+            request, _cut = wording.excerpt(" ".join(r.request.split()), 80)
+            lines.append(f"  #{r.id} [{r.status}] {r.team or 'no team yet'}: {request}")
         return "\n".join(lines)
     run = store.get_run(run_id)
     if run is None:
@@ -33,7 +95,8 @@ def status_text(store: Store, run_id: int | None, *, channel: str | None = None)
     steps = store.steps(run_id)
     spend = store.spend(run_id=run_id)
     lines = [
-        f"Run #{run.id} [{run.status}] team {run.team or 'routing'}, requested by {run.requester}",
+        f"Run #{run.id} [{run.status}] team {run.team or '(not chosen yet)'}, "
+        f"requested by {run.requester}",
         f"  request: {run.request[:200]}",
         f"  steps: {len(steps)}, tokens: {spend.tokens}, cost: {_money(spend.dollars)}",
     ]
@@ -42,8 +105,8 @@ def status_text(store: Store, run_id: int | None, *, channel: str | None = None)
             f"  {step.version:>3}. {step.node:<10} {step.tokens_in + step.tokens_out:>7} tok "
             f"{_money(step.cost_usd):>9} {step.latency_ms:>8.0f} ms  {step.summary[:90]}"
         )
-        for result in (step.detail or {}).get("tools", []):
-            lines.append(f"       tool {result}")
+        for tool in (step.detail or {}).get("tools", []):
+            lines.append(f"       {_tool_line(tool)}")
     for escalation in store.pending_escalations(run_id):
         lines.append(
             f"  pending escalation #{escalation.id} ({escalation.guard}): {escalation.reason}"
@@ -65,23 +128,33 @@ def budget_text(
         limits = team.limits
         spent = store.spend(team=name, since=today)
         team_limit = (
-            _money(limits.max_dollars_per_team_day)
+            f"of {_money(limits.max_dollars_per_team_day)}"
             if limits.max_dollars_per_team_day
-            else "no limit"
+            else "(no daily limit)"
         )
-        run_limit = _money(limits.max_dollars_per_run) if limits.max_dollars_per_run else "no limit"
-        tokens = str(limits.max_tokens_per_run) if limits.max_tokens_per_run else "no limit"
+        run_limit = (
+            f"{_money(limits.max_dollars_per_run)}"
+            if limits.max_dollars_per_run
+            else "no dollar limit"
+        )
+        tokens = (
+            f"{limits.max_tokens_per_run:,} tokens"
+            if limits.max_tokens_per_run
+            else "no token limit"
+        )
         lines.append(
-            f"  team {name} today: {_money(spent.dollars)} of {team_limit}; per run: {run_limit}, "
-            f"{tokens} tokens"
+            f"  team {name} today: {_money(spent.dollars)} {team_limit}; per run: {run_limit}, "
+            f"{tokens}"
         )
     limits_by_channel = [
         t.limits.max_dollars_per_channel_day
         for t in config.teams.values()
         if t.limits.max_dollars_per_channel_day
     ]
-    channel_limit = _money(min(limits_by_channel)) if limits_by_channel else "no limit"
-    lines.append(f"  this channel today: {_money(channel_spend.dollars)} of {channel_limit}")
+    channel_limit = (
+        f"of {_money(min(limits_by_channel))}" if limits_by_channel else "(no daily limit)"
+    )
+    lines.append(f"  this channel today: {_money(channel_spend.dollars)} {channel_limit}")
     if run_id is not None:
         run_spend = store.spend(run_id=run_id)
         lines.append(f"  run #{run_id}: {_money(run_spend.dollars)}, {run_spend.tokens} tokens")
