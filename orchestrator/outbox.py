@@ -287,8 +287,11 @@ class OutboxSender:
         fresh = self.store.get_run(run.id)
         progress_ref = fresh.progress_ref if fresh is not None else run.progress_ref
         if progress_ref:
-            self.port.update(thread_target, progress_ref, notice)
-            return progress_ref
+            try:
+                self.port.update(thread_target, progress_ref, notice)
+                return progress_ref
+            except DeliveryError as exc:  # the message is gone (deleted, too old to edit)
+                log.warning("run %s: cannot edit the progress view (%s); posting anew", run.id, exc)
         ref = self.port.post(thread_target, notice)
         self._set_run(run.id, progress_ref=ref)
         return ref
