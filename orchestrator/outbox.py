@@ -230,6 +230,9 @@ class OutboxSender:
         """The newest folded row carries the delivery; the others were folded into it."""
         if not ids:
             return
+        if status == OutboxStatus.COALESCED:
+            self._mark(ids, OutboxStatus.COALESCED)
+            return
         if len(ids) > 1:
             self._mark(ids[:-1], OutboxStatus.COALESCED)
         if status == OutboxStatus.SENT:
