@@ -51,6 +51,7 @@ PERMANENT_ERRORS = frozenset(
         "missing_scope",
     }
 )
+STATUS_REFRESH_S = 60.0  # re-send an unchanged thread status before Slack's 2-minute expiry
 _PART_RETRIES = 3  # 429s on the second and later part of a split message are waited out here
 
 
@@ -114,6 +115,7 @@ class SlackChatPort:
         self.names_ttl_s = names_ttl_s
         self._names: dict[str, tuple[str, float]] = {}
         self._team: str | None = None
+        self._statuses: dict[tuple[str, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     # --- ChatPort ---------------------------------------------------------------------------
@@ -197,14 +199,20 @@ class SlackChatPort:
         team = self.team_id()
         if not self.capabilities.allowed(team, streaming.STATUS):
             return
+        status = streaming.status_for(view)
+        key = (target.channel, target.thread or "")
+        now = time.monotonic()
+        with self._lock:
+            last = self._statuses.get(key)
+            if last is not None and last[0] == status and now - last[1] < STATUS_REFRESH_S:
+                return  # Slack still shows it (a status lasts two minutes without a message)
+            if len(self._statuses) > 10_000:  # a long-lived worker: forget old threads
+                self._statuses.clear()
+            self._statuses[key] = (status, now)
         try:
             self.client.api_call(
                 "assistant.threads.setStatus",
-                json={
-                    "channel_id": target.channel,
-                    "thread_ts": target.thread,
-                    "status": streaming.status_for(view),
-                },
+                json={"channel_id": target.channel, "thread_ts": target.thread, "status": status},
             )
         except SlackApiError as exc:
             code = error_code(exc)
