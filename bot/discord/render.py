@@ -31,8 +31,8 @@ EMBED_FOOTER_LIMIT = 2048
 # Discord markup and links: never rewritten, whatever digits they hold.
 _MARKUP = re.compile(r"<[^<>\s]*>|https?://\S+")
 _SNOWFLAKE = re.compile(r"\b\d{17,20}\b")
-# Where the core writes a person's id: "requested by 1100…", "Approved by 1100…", "for 1100…".
-_PERSON = re.compile(r"(?i)(\b(?:by|for) )(\d{17,20})\b")
+# Where the core writes a person's id: "requested by 1100…", "Approved by 1100…".
+_PERSON = re.compile(r"(?i)(\bby )(\d{17,20})\b")
 _THREAD_MARKUP = (
     (re.compile(r"<@!?(\d+)>"), "@user"),
     (re.compile(r"<@&(\d+)>"), "@role"),
@@ -98,8 +98,9 @@ def _outside_markup(text: str, replace: Any) -> str:
 def mention(text: str, ids: Iterable[str] = ()) -> str:
     """Show the people the core named in `text` as mentions, touching nothing else.
 
-    With `ids`, exactly those user ids become `<@id>`; without, only an id the core wrote
-    after "by" or "for" does. Numbers in user text (an order id), role and channel mentions,
+    With `ids`, exactly those user ids become `<@id>`; without, only an id right after "by"
+    does (the core's "requested by", "Approved by", "aborted by"): callers that know the ids
+    should pass them. Numbers in user text (an order id), role and channel mentions,
     custom emoji and message links stay as they are. Messages go out with mentions
     disabled, so a mention shows a name and pings no one.
     """

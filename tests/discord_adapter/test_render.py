@@ -26,6 +26,7 @@ def test_only_ids_the_core_wrote_become_names() -> None:
     assert mention(f"Approved by {ALICE} at noon") == f"Approved by <@{ALICE}> at noon"
     assert mention(f"Run #4 requested by {ALICE}") == f"Run #4 requested by <@{ALICE}>"
     assert mention(f"order {ALICE} shipped") == f"order {ALICE} shipped"
+    assert mention(f"paid for {ALICE}") == f"paid for {ALICE}"
     assert mention(f"{ALICE} and 1100000000000000102", (ALICE,)) == (
         f"<@{ALICE}> and 1100000000000000102"
     )
