@@ -142,6 +142,11 @@ class SlackChatPort:
             ts = ref[len(streaming.REF_PREFIX) :]
             if view is not None and self._stream_update(target, ts, notice, view):
                 return
+            # Streaming is refused now: end the stream (a streaming message refuses edits
+            # with `streaming_state_conflict`) and edit it like any other message.
+            self._stream_call(
+                notice, "chat.stopStream", self.team_id(), {"channel": target.channel, "ts": ts}
+            )
             ref = ts
         self._edit(target, ref, notice)
 

@@ -150,6 +150,11 @@ class FakeSlack:
         with self._lock:
             self.ai_refusal = error
 
+    def end_stream(self, ts: str) -> None:
+        """Slack ended a stream by itself (it does after a while): it takes no more appends."""
+        with self._lock:
+            self.messages[ts]["streaming"] = False
+
     def calls_to(self, method: str, channel: str | None = None) -> list[Call]:
         with self._lock:
             return [

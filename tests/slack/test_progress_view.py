@@ -203,6 +203,29 @@ def test_refused_streaming_falls_back_to_updates_once_per_workspace(
         assert len(thread) == 2  # the view and the answer
 
 
+def test_a_stream_slack_ended_is_edited_as_a_message(rt: runtime.Runtime, fake: FakeSlack) -> None:
+    channel = "C" + uuid.uuid4().hex[:9].upper()
+    run_id = start(rt, "summarise the release notes", channel, team="research")
+    sender = OutboxSender(rt.store, port_for(fake), "slack", progress_interval_s=0)
+    sender.drain(run_ids=[run_id])
+    outcome = bridge.run(rt.engine.step(run_id, 0))
+    sender.drain(run_ids=[run_id])
+    assert len(fake.calls_to("chat.startStream", channel)) == 1
+    run = rt.store.get_run(run_id)
+    assert run is not None and (run.progress_ref or "").startswith(streaming.REF_PREFIX)
+    ts = run.progress_ref[len(streaming.REF_PREFIX) :]
+    fake.end_stream(ts)
+    assert outcome.outcome is Outcome.ADVANCED
+    assert step_and_deliver(rt, sender, run_id) is Outcome.DONE
+    calls = fake.all_calls(channel)
+    refused = [c for c in calls if c.error == "message_not_in_streaming_state"]
+    assert refused and refused[0].method == "chat.appendStream"
+    edits = [c for c in calls if c.method == "chat.update" and c.params["ts"] == ts]
+    answer = next(c for c in calls if c.method == "chat.postMessage" and "Answer" in str(c.params))
+    assert edits and calls.index(edits[-1]) < calls.index(answer)
+    assert ":white_check_mark: *Finished" in edits[-1].texts()[0]
+
+
 def _runs(rt: runtime.Runtime, channel: str) -> list[int]:
     from sqlalchemy import select
 
