@@ -294,6 +294,8 @@ class ConsoleSession:
             for run_id, since in self._started_at.items()
             if run_id not in self._warned and moment - since >= NO_WORKER_AFTER_S
         ]
+        if not due:
+            return
         for run in self.store.runs(due):
             self._warned.add(run.id)
             if run.status == RunStatus.QUEUED and run.version == 0:
