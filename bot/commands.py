@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shlex
 from dataclasses import dataclass
 
@@ -117,8 +118,11 @@ def parse(text: str) -> Command:
         return Retry(_run_id(rest[0]))
     if head.startswith("--"):
         return _parse_team(text)
-    if len(words) == 1 and head.isalpha() and head not in SUBCOMMANDS:
-        raise CommandError(f"unknown sub-command {words[0]!r}")
+    if len(words) == 1:
+        # One word is a request ("/agent hello"), unless it is a sub-command mistyped.
+        near = difflib.get_close_matches(head, SUBCOMMANDS, n=1, cutoff=0.75)
+        if near:
+            raise CommandError(f"unknown sub-command {words[0]!r}; did you mean {near[0]!r}?")
     return StartRun(text)
 
 

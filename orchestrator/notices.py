@@ -19,6 +19,7 @@ class Kind(StrEnum):
     ESCALATION = "escalation"  # a question with Approve / Abort actions
     DECISION = "decision"  # an escalation answered; updates the escalation message
     ERROR = "error"  # the run failed; says why
+    REQUEST = "request"  # the whole text of a long request, in the thread under the opening
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,16 @@ class Notice:
     escalation_id: int | None = None
     outcome: str | None = None  # for RESULT / OPENED updates: finished | aborted | failed
     requester: str | None = None
+    # Structured facts the renderers prefer to parsing titles. The outbox fills them from the
+    # database at delivery time when the engine did not: who decided or aborted (a platform
+    # user id, shown as a name), when (epoch seconds, shown in the reader's time zone), which
+    # guard paused the run, the request as typed, and the living progress view (a
+    # `orchestrator.progress.View` as JSON).
+    actor: str | None = None
+    at: float | None = None
+    guard: str | None = None
+    request: str | None = None
+    view: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -59,7 +70,8 @@ class Notice:
         values = dict(data)
         values["kind"] = Kind(values["kind"])
         values["actions"] = tuple(Action(**a) for a in values.get("actions", ()))
-        return cls(**values)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def escalation_actions(

@@ -8,6 +8,8 @@ as `RateLimited`, which the OutboxSender turns into a deferred retry.
 
 Refs: a run's OPENED message starts a thread whose id equals the message id, so one id is
 both the opening message (edited in the parent channel) and the thread for every later post.
+The progress view is an embed on one message in the thread, edited in place. Everything is
+sent with `AllowedMentions.none()`: mentions render as names and ping nobody.
 """
 
 from __future__ import annotations
@@ -131,10 +133,12 @@ class DiscordPort:
                 data = io.BytesIO(spec.attachment.text.encode())
                 file = discord.File(data, filename=spec.attachment.filename)
             view = escalation_view(spec.buttons) if index == last and spec.buttons else MISSING
+            embed = _embed(spec) if index == 0 else MISSING
             params = handle_message_parameters(
                 content=chunk,
                 file=file,
                 view=view,
+                embed=embed,
                 allowed_mentions=discord.AllowedMentions.none(),
             )
             with params:
@@ -150,10 +154,16 @@ class DiscordPort:
         params = handle_message_parameters(
             content=spec.chunks[0],
             view=None if spec.clear_buttons else MISSING,
+            embed=_embed(spec),
             allowed_mentions=discord.AllowedMentions.none(),
         )
         with params:
             await self.http.edit_message(where, ref, params=params)
+
+
+def _embed(spec: MessageSpec) -> discord.Embed | Any:
+    """The spec's embed for discord.py, or MISSING (leave a message's embeds as they are)."""
+    return discord.Embed.from_dict(spec.embed) if spec.embed is not None else MISSING
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

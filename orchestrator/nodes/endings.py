@@ -5,25 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchestrator import guards
+from orchestrator import guards, wording
 from orchestrator import state as st
 from orchestrator.guards import Verdict
 from orchestrator.nodes.context import NodeResult, StepContext, figure_strings
 from orchestrator.notices import Kind, Notice, escalation_actions
 from orchestrator.store.models import RunStatus
 
-# What each pause is about, in words a channel member understands.
-PAUSE_TITLES = {
-    "max_steps": "the team has used all its steps",
-    "max_duration": "the run has taken longer than allowed",
-    "ping_pong": "the supervisor keeps giving the same assignment",
-    "stuck": "a worker keeps producing the same output",
-    "review_failures": "a worker's reports keep being rejected",
-    "dollar_budget": "the next model call would overspend the budget",
-    "token_budget": "the next model call would use more tokens than the budget has left",
-    "protocol_failure": "the model's replies could not be understood",
-    "provider_failure": "the model provider is not answering",
-}
 RETRYABLE_PAUSES = frozenset({"protocol_failure", "provider_failure"})
 
 
@@ -81,7 +69,7 @@ def escalate(ctx: StepContext, verdict: Verdict) -> NodeResult:
     retry = verdict.guard in RETRYABLE_PAUSES
     grant = "retry" if retry else guards.describe_grant(verdict.grant)
     expires = datetime.now(UTC) + timedelta(seconds=ctx.services.escalation_ttl_s)
-    what = PAUSE_TITLES.get(verdict.guard, verdict.guard.replace("_", " "))
+    what = wording.pause_reason(verdict.guard, verdict.reason)
     follow = (
         "Retry asks the model again; Abort ends the run with its partial results."
         if retry
@@ -95,6 +83,7 @@ def escalate(ctx: StepContext, verdict: Verdict) -> NodeResult:
         figures=verdict.figures,
         actions=escalation_actions(0, grant, approve_label="Retry" if retry else None),
         requester=ctx.run.requester,
+        guard=verdict.guard,
     )
     escalation = {
         "guard": verdict.guard,

@@ -230,6 +230,7 @@ def _hold(ctx: StepContext, turns: list[Turn]) -> NodeResult:
         figures=figure_strings(ctx),
         actions=actions,
         requester=ctx.run.requester,
+        guard=guard,
     )
     ctx.details["guard"] = guard
     ctx.details["held_tools"] = [p.label for _, p in held]

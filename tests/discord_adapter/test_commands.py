@@ -86,8 +86,8 @@ def test_abort_command_requester_only_and_status(make_harness):
 
 def test_a_5000_character_answer_arrives_intact(make_harness):
     h = make_harness()
-    # The scripted team quotes the request in each report: ~900 characters make ~5,500.
-    request = " ".join(f"point{i}" for i in range(200))[:900]
+    # The scripted team's answer quotes the request: ~5,200 characters make ~5,500.
+    request = " ".join(f"point{i}" for i in range(900))[:5200]
     payload, _ = _ask(h, "run", {"request": request, "team": "research"})
     run_id = int(_answer(h, payload).split("#", 1)[1].split()[0])
     run = h.wait_run(run_id, lambda r: r.status == RunStatus.FINISHED)

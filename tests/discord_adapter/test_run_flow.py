@@ -43,13 +43,33 @@ def test_run_defers_enqueues_and_answers_in_a_thread(make_harness):
         ),
         what="the answer in the thread",
     )
-    progress = [m for m in thread if m["content"].startswith("⏳")]
-    assert len(progress) == 1, "progress is one message"
-    # Progress is throttled to one edit a second, so the last edit may trail the answer.
-    h.fake.wait_for(lambda: progress[0].get("edits"), what="progress edited in place")
+    views = [m for m in thread if m.get("embeds")]
+    assert len(views) == 1, "the progress view is one message"
+    view = views[0]
+    # Finalised before the answer went out, and never edited after it.
+    final = h.fake.wait_for(
+        lambda: view.get("edits") and view["embeds"][0]["title"].startswith("✅") and view,
+        what="the progress view to show the outcome",
+    )
+    embed = final["embeds"][0]
+    assert f"Run {run_id}" in embed["title"] and "Finished" in embed["title"]
+    assert "Supervisor" in embed["description"] or "Assigned" in embed["description"]
+    assert "tokens" in embed["footer"]["text"] and "$" in embed["footer"]["text"]
+    answer_post = next(
+        i
+        for i, c in enumerate(h.fake.calls)
+        if c.method == "POST"
+        and c.path == f"/channels/{run.thread}/messages"
+        and (c.body or {}).get("content", "").startswith("✅")
+    )
+    later_edits = [
+        c for c in h.fake.calls[answer_post:] if c.method == "PATCH" and view["id"] in c.path
+    ]
+    assert later_edits == [], "nothing edits the view after the answer"
     answer = "".join(m["content"] for m in thread if m["content"].startswith("✅"))
     assert run.answer and run.answer in answer
-    assert any(m["content"].startswith("»") for m in thread), "highlights go to the thread"
+    # Worker reports live in the view; the thread has the view and the answer only.
+    assert len(thread) == 2, [m["content"][:60] for m in thread]
     for message in h.fake.messages.values():
         assert len(message["content"]) <= 2000
 
@@ -78,7 +98,7 @@ def test_run_started_inside_a_thread_stays_in_that_thread(make_harness):
     run = h.wait_run(run_id, lambda r: r.status == RunStatus.FINISHED)
     assert (run.channel, run.thread) == (CHANNEL, thread_id)
     h.fake.wait_for(
-        lambda: any(m["content"].startswith("✅ ") and "finished" in m["content"]
+        lambda: any(m["content"].startswith(f"**Run {run_id}**") and "✅ Finished" in m["content"]
                     for m in h.fake.in_channel(thread_id)),
         what="the opening message, in the thread, marked finished",
     )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,26 +35,36 @@ def test_piped_request_prints_progress_and_answer_then_exits_zero(tmp_path: Path
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "[run 1] Run for" in out
-    assert "Supervisor assigned researcher" in out
-    assert "Supervisor assigned writer" in out
-    assert "review of researcher: rejected" in out
-    assert "[run 1] ✔ Finished" in out
+    assert "Assigned researcher" in out
+    assert "Assigned writer" in out
+    assert "Reviewed researcher (sent back)" in out
+    assert "[run 1] ✔ Finished · 7 steps ·" in out
     assert "Answer to: summarise the design" in out
-    assert out.index("Supervisor assigned researcher") < out.index("✔ Finished")
+    assert out.index("Assigned researcher") < out.index("✔ Finished")
+    # Each step line carries that step's own spend; the final line the run's totals.
+    step = next(line for line in out.splitlines() if "Assigned researcher" in line)
+    assert re.search(r"\[\d[\d,]* tokens · \$0\.\d{4} · ", step), step
+    final = next(line for line in out.splitlines() if "✔ Finished" in line)
+    assert re.search(r"7 steps · [\d,]+ tokens · \$\d+\.\d{4} · ", final), final
+    # One final line per run, and Markdown's blank lines are kept.
+    assert out.count("[run 1]") == 2 and "finished\n" not in out
+    answer = out[out.index("Answer to:") :]
+    assert re.search(r"\n\n +The researcher drafted this", answer), answer
 
 
 def test_router_picks_a_team_when_none_is_given(tmp_path: Path) -> None:
     result = chat(tmp_path, "/agent write and run a script that fixes the bug\n")
     assert result.returncode == 0, result.stderr
-    assert "Team engineering chosen by the router" in result.stdout
+    assert "Router chose team engineering" in result.stdout
+    assert "(team: routing)" not in result.stdout
     assert "✔ Finished" in result.stdout
 
 
 def test_unknown_subcommand_and_team_print_usage_and_the_session_goes_on(tmp_path: Path) -> None:
-    result = chat(tmp_path, "/agent frobnicate\n/agent --team nope do it\n/deploy\n/agent teams\n")
+    result = chat(tmp_path, "/agent statsu\n/agent --team nope do it\n/deploy\n/agent teams\n")
     assert result.returncode == 0
     out = result.stdout
-    assert "error: unknown sub-command 'frobnicate'" in out
+    assert "error: unknown sub-command 'statsu'; did you mean 'status'?" in out
     assert "Usage:" in out
     assert "error: Unknown team 'nope'. Teams: engineering, research" in out
     assert "error: unknown command '/deploy'" in out
@@ -68,7 +79,7 @@ def test_escalation_is_a_question_answered_with_approve(tmp_path: Path) -> None:
     # No answer: the run stays paused and the session still exits 0.
     result = chat(tmp_path, "/agent --team research summarise it\n", "--teams", str(teams))
     assert result.returncode == 0, result.stderr
-    assert "⏸ Run 1 paused: the team has used all its steps" in result.stdout
+    assert "⏸ Run 1 paused: it has used all the steps it was allowed" in result.stdout
     assert "The run has used 3 of its 3 steps." in result.stdout
     assert "approve 1" in result.stdout
     assert "waiting for approval" in result.stdout

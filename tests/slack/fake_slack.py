@@ -1,9 +1,17 @@
 """A local Slack Web API for tests: records calls, answers like Slack, fails on request.
 
 It speaks the methods the adapter uses (auth.test, chat.postMessage, chat.update,
-chat.postEphemeral, conversations.info, usergroups.list), can answer the next call of a
-method with HTTP 429 + Retry-After or with a Slack error such as `not_in_channel`, and
-binds port 0. Point a WebClient at `.url` (SLACK_API_URL).
+chat.postEphemeral, conversations.info, usergroups.list, users.info), can answer the next
+call of a method with HTTP 429 + Retry-After or with a Slack error such as `not_in_channel`,
+and binds port 0. Point a WebClient at `.url` (SLACK_API_URL).
+
+The AI-app methods answer as Slack documents them: `chat.startStream` needs a `thread_ts`
+and, in a channel, `recipient_user_id` and `recipient_team_id` (`missing_recipient_…`);
+`chat.appendStream` / `chat.stopStream` on a message that is not streaming answer
+`message_not_in_streaming_state`; `chat.update` of a message still streaming answers
+`streaming_state_conflict`. A test makes a workspace lack them with `refuse_ai(error)`
+(`not_allowed_token_type`, `feature_not_enabled`, `unknown_method`): every streaming and
+status call then answers that error.
 """
 
 from __future__ import annotations
@@ -20,6 +28,16 @@ from urllib.parse import parse_qsl
 
 BOT_USER = "UBOTSWITCH"
 TEAM = "T0TESTTEAM"
+# users.info answers for these; any other id is `user_not_found`, as in Slack.
+PEOPLE = {
+    "UREQUEST1": "Riley Requester",
+    "UREQUEST3": "Quinn Requester",
+    "UAPPROVER1": "Avery Approver",
+    "UGROUPIE1": "Gale Groupmember",
+    "USTRANGER1": "Sam Stranger",
+}
+STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
+STATUS_METHOD = "assistant.threads.setStatus"
 
 
 @dataclass(frozen=True)
@@ -32,7 +50,7 @@ class Call:
 
     @property
     def channel(self) -> str | None:
-        return self.params.get("channel")
+        return self.params.get("channel") or self.params.get("channel_id")
 
     def texts(self) -> list[str]:
         """Text of every section block, in order (the fallback text when there are none)."""
@@ -59,9 +77,13 @@ class _Failure:
 class FakeSlack:
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     not_member: set[str] = field(default_factory=set)
+    people: dict[str, str] = field(default_factory=lambda: dict(PEOPLE))
+    ai_refusal: str | None = None  # None: streaming and thread status work
 
     def __post_init__(self) -> None:
         self.calls: list[Call] = []
+        self.messages: dict[str, dict[str, Any]] = {}  # ts → what the message shows
+        self.statuses: dict[tuple[str, str], str] = {}  # (channel, thread) → status
         self._failures: dict[str, deque[_Failure]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
@@ -123,6 +145,16 @@ class FakeSlack:
         200 with ok=false and `error`."""
         self._failures[method].append(_Failure(status, error, retry_after, channel))
 
+    def refuse_ai(self, error: str | None) -> None:
+        """Streaming and thread-status calls answer `error` from now on (None: allow them)."""
+        with self._lock:
+            self.ai_refusal = error
+
+    def end_stream(self, ts: str) -> None:
+        """Slack ended a stream by itself (it does after a while): it takes no more appends."""
+        with self._lock:
+            self.messages[ts]["streaming"] = False
+
     def calls_to(self, method: str, channel: str | None = None) -> list[Call]:
         with self._lock:
             return [
@@ -162,11 +194,18 @@ class FakeSlack:
                 if failure.status == 429:
                     headers["Retry-After"] = str(int(failure.retry_after or 1))
                 return failure.status, {"ok": False, "error": failure.error}, headers
-            if method in ("chat.postMessage", "chat.update") and channel in self.not_member:
+            if method in ("chat.postMessage", "chat.update", *STREAM_METHODS) and (
+                channel in self.not_member
+            ):
                 self.calls.append(Call(method, params, now, 200, "not_in_channel"))
                 return 200, {"ok": False, "error": "not_in_channel"}, {}
+            refusal = self._refusal(method, params)
+            if refusal is not None:
+                self.calls.append(Call(method, params, now, 200, refusal))
+                return 200, {"ok": False, "error": refusal}, {}
             self.calls.append(Call(method, params, now))
             ts = f"1700000000.{next(self._ts):06d}"
+            self._keep(method, params, ts)
         if method == "auth.test":
             return (
                 200,
@@ -187,6 +226,21 @@ class FakeSlack:
             return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}, {}
         if method == "chat.update":
             return 200, {"ok": True, "channel": channel, "ts": params.get("ts")}, {}
+        if method == "chat.startStream":
+            return 200, {"ok": True, "channel": channel, "ts": ts}, {}
+        if method in ("chat.appendStream", "chat.stopStream"):
+            return 200, {"ok": True, "channel": channel, "ts": params.get("ts")}, {}
+        if method == STATUS_METHOD:
+            return 200, {"ok": True}, {}
+        if method == "users.info":
+            user = params.get("user") or ""
+            if user not in self.people:
+                return 200, {"ok": False, "error": "user_not_found"}, {}
+            name = self.people[user]
+            profile = {"display_name": name, "real_name": name}
+            body = {"id": user, "team_id": TEAM, "name": name.lower().replace(" ", "."),
+                    "real_name": name, "profile": profile}  # fmt: skip
+            return 200, {"ok": True, "user": body}, {}
         if method == "chat.postEphemeral":
             return 200, {"ok": True, "message_ts": ts}, {}
         if method == "conversations.info":
@@ -196,3 +250,71 @@ class FakeSlack:
             groups = [{"id": g, "users": users} for g, users in self.usergroups.items()]
             return 200, {"ok": True, "usergroups": groups}, {}
         return 200, {"ok": False, "error": "unknown_method"}, {}
+
+    # --- what messages show, and the AI-app methods' rules ---------------------------------
+
+    def _refusal(self, method: str, params: dict[str, Any]) -> str | None:
+        """The error Slack answers for this call, or None (called with the lock held)."""
+        if method in (*STREAM_METHODS, STATUS_METHOD) and self.ai_refusal:
+            return self.ai_refusal
+        channel = str(params.get("channel") or params.get("channel_id") or "")
+        if method == STATUS_METHOD:
+            if not channel:
+                return "channel_not_found"
+            if not params.get("thread_ts"):
+                return "invalid_thread_ts"
+            if "status" not in params:
+                return "invalid_arguments"
+            return None
+        if method == "chat.startStream":
+            if not params.get("thread_ts"):
+                return "invalid_arguments"
+            if not channel.startswith("D"):  # streaming into a channel names its recipient
+                if not params.get("recipient_user_id"):
+                    return "missing_recipient_user_id"
+                if not params.get("recipient_team_id"):
+                    return "missing_recipient_team_id"
+            return None
+        if method in ("chat.appendStream", "chat.stopStream", "chat.update"):
+            message = self.messages.get(str(params.get("ts")))
+            if message is None or message["channel"] != channel:
+                return "message_not_found" if method != "chat.update" else None
+            if method == "chat.update" and message["streaming"]:
+                return "streaming_state_conflict"
+            if method != "chat.update" and not message["streaming"]:
+                return "message_not_in_streaming_state"
+        return None
+
+    def _keep(self, method: str, params: dict[str, Any], ts: str) -> None:
+        channel = params.get("channel") or params.get("channel_id")
+        if method in ("chat.postMessage", "chat.startStream"):
+            self.messages[ts] = {
+                "channel": channel,
+                "thread_ts": params.get("thread_ts"),
+                "text": params.get("text") or params.get("markdown_text") or "",
+                "blocks": _blocks(params),
+                "chunks": list(params.get("chunks") or []),
+                "streaming": method == "chat.startStream",
+                "edits": 0,
+            }
+        elif method == "chat.update":
+            message = self.messages.get(str(params.get("ts")))
+            if message is not None:
+                message.update(text=params.get("text") or "", blocks=_blocks(params))
+                message["edits"] += 1
+        elif method in ("chat.appendStream", "chat.stopStream"):
+            message = self.messages[str(params["ts"])]
+            message["chunks"] += list(params.get("chunks") or [])
+            if params.get("markdown_text"):
+                message["chunks"].append({"type": "markdown_text", "text": params["markdown_text"]})
+            if method == "chat.stopStream":
+                message["streaming"] = False
+                if params.get("blocks"):
+                    message["blocks"] = _blocks(params)
+        elif method == STATUS_METHOD:
+            self.statuses[(str(channel), str(params.get("thread_ts")))] = str(params["status"])
+
+
+def _blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = params.get("blocks") or []
+    return json.loads(blocks) if isinstance(blocks, str) else list(blocks)

@@ -99,3 +99,6 @@ def test_manifest_declares_what_the_adapter_uses() -> None:
     assert len(paths) == 1 and paths.pop().endswith("/slack/events")
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "app_mentions:read", "usergroups:read"} <= scopes
+    assert "users:read" in scopes  # display names (users.info)
+    # Optional AI-app features: thread status and streamed progress.
+    assert "assistant:write" in scopes and "assistant_view" in manifest["features"]

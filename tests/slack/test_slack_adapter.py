@@ -66,23 +66,25 @@ def test_run_opens_in_channel_and_reports_in_its_thread(bot: Bot) -> None:
     assert "Queued" in response.json()["text"]
     run = wait_run(bot.store, channel, {RunStatus.FINISHED})
     result = wait_post(fake, channel, "Answer to:")
-    fake.wait_for(lambda: len(fake.calls_to("chat.update", channel)) >= 2, 10, "updates")
 
     opening, *rest = posts(fake, channel)
     assert opening.params.get("thread_ts") is None
-    assert f"Run {run.id} for <@UREQUEST1>" in opening.texts()[0]
+    assert opening.params["text"].startswith(f"Run {run.id} for Riley Requester: summarise")
     thread = run.opened_ref
     assert thread is not None and run.thread == thread
-    assert all(c.params["thread_ts"] == thread for c in rest)
+    assert [c.params["thread_ts"] for c in rest] == [thread]  # the answer; the view streams
     assert result.params["thread_ts"] == thread
-    # One progress message, updated in place (coalesced), and the opening shows the outcome.
-    updates = fake.calls_to("chat.update", channel)
-    assert any(u.params["ts"] == run.progress_ref for u in updates)
-    assert len([c for c in rest if ":gear:" in c.texts()[0]]) == 1
-    opening_updates = [u for u in updates if u.params["ts"] == thread]
-    assert opening_updates and "Finished" in "".join(opening_updates[-1].texts()) + str(
-        opening_updates[-1].blocks()
-    )
+    # One progress view, streamed in the thread and finished before the answer appeared.
+    (stream,) = fake.calls_to("chat.startStream", channel)
+    assert stream.params["thread_ts"] == thread and run.progress_ref
+    calls = fake.all_calls(channel)
+    stop = fake.calls_to("chat.stopStream", channel)
+    assert len(stop) == 1 and calls.index(stop[0]) < calls.index(result)
+    assert "Finished" in str(stop[0].params["chunks"])
+    assert not [c for c in calls[calls.index(result) :] if c.method != "chat.postMessage"]
+    # The opening message shows the outcome.
+    opening_updates = [u for u in fake.calls_to("chat.update", channel) if u.params["ts"] == thread]
+    assert opening_updates and "Finished" in str(opening_updates[-1].blocks())
 
 
 def _escalation(bot: Bot, channel: str) -> tuple[Run, Any, int]:
@@ -251,7 +253,7 @@ def test_rate_limited_post_is_retried_once_nothing_lost_or_doubled(bot: Bot) -> 
     delivered = posts(fake, channel)
     assert delivered[0].at - limited[-1].at >= 0.9  # Retry-After was honoured
     assert delivered[0].at > started
-    texts = ["".join(c.texts()) for c in delivered]
+    texts = [c.params["text"] + "".join(c.texts()) for c in delivered]
     assert sum(f"Run {run.id} for" in t for t in texts) == 1
     assert sum("Answer to:" in t for t in texts) == 1
 

@@ -19,6 +19,8 @@ from bot import commands as c
         ("budget", c.Budget()),
         ("help", c.Help()),
         ("help me write a parser", c.StartRun("help me write a parser")),
+        ("hello", c.StartRun("hello")),
+        ("refactor", c.StartRun("refactor")),
         ("status of the migration project", c.StartRun("status of the migration project")),
     ],
 )
@@ -36,7 +38,8 @@ def test_grammar(text: str, expected: c.Command) -> None:
         ("--team", "--team needs a team name"),
         ("--team research", "say what team"),
         ("--verbose do it", "unknown option"),
-        ("statsu", "unknown sub-command"),
+        ("statsu", "did you mean 'status'"),
+        ("budgte", "did you mean 'budget'"),
     ],
 )
 def test_grammar_errors(text: str, message: str) -> None:
