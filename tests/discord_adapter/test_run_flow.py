@@ -14,7 +14,7 @@ def test_run_defers_enqueues_and_answers_in_a_thread(make_harness):
     sync = h.fake.find("PUT", "/guilds/")
     assert sync and sync[0].body[0]["name"] == "agent"
     subs = {o["name"] for o in sync[0].body[0]["options"]}
-    assert subs == {"run", "status", "abort", "budget", "teams", "help"}
+    assert subs == {"run", "status", "abort", "retry", "budget", "teams", "help"}
 
     payload = h.dispatch(
         slash(member(ALICE, "alice", []), "run", {"request": "summarise the design doc",
