@@ -52,7 +52,7 @@ def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
         config.tiers, store, timeout_s=settings.model_timeout_s, retries=settings.model_retries
     )
     if tools is None:
-        tools = _default_tools()
+        tools = _default_tools(config)
     engine = Engine(
         store,
         gateway,
@@ -65,13 +65,12 @@ def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
     return Runtime(settings, store, config, engine)
 
 
-def _default_tools() -> Any:
-    try:
-        module = importlib.import_module("orchestrator.tools")
-    except ImportError:
-        return None
-    factory = getattr(module, "toolbox_from_env", None)
-    return factory() if factory else None
+def _default_tools(config: TeamsConfig) -> Any:
+    """run_code and the teams file's MCP servers, connected now (worker start); a server
+    that cannot be reached is logged and its tools report the error when called."""
+    from orchestrator.tools import toolbox_from_env
+
+    return toolbox_from_env(config=config)
 
 
 def get() -> Runtime:
