@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -170,8 +170,8 @@ def _describe(exc: BaseException, secrets: list[str], where: str = "the server")
 class McpConnection:
     """One configured MCP server: connect, list, re-list, call, reconnect.
 
-    The blocking methods (`connect`, `call`, `close`) are for threads other than the MCP
-    loop; `snapshot` and `poke` never block and are safe anywhere.
+    The blocking methods (`call`, `close`) are for threads other than the MCP loop; the
+    `a…` coroutines run on it; `snapshot` and `poke` never block and are safe anywhere.
     """
 
     def __init__(
@@ -182,6 +182,7 @@ class McpConnection:
         *,
         mode: Mode = "auto",
         environ: dict[str, str] | None = None,
+        known_tools: dict[str, mt.Tool] | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -189,7 +190,7 @@ class McpConnection:
         self._mode = mode
         self._environ = environ
         self._state_lock = threading.Lock()
-        self._tools: dict[str, mt.Tool] = {}
+        self._tools: dict[str, mt.Tool] = dict(known_tools or {})  # the last listing seen
         self._error: str | None = "not connected yet"
         self._client: Client | None = None
         self._connect_lock = asyncio.Lock()
@@ -200,6 +201,7 @@ class McpConnection:
         self._owner: asyncio.Task[None] | None = None
         self._secrets: list[str] = []
         self._generation = 0  # which owner task's connection the state describes
+        self._http_error: int | None = None  # the last HTTP error status the server sent
 
     # --- any thread -------------------------------------------------------------------
 
@@ -214,19 +216,9 @@ class McpConnection:
             if due:
                 self._next_attempt = time.monotonic() + RETRY_INTERVAL_S
         if due and not self._closing:
-            self._loop.spawn(self._try_connect())
+            self._loop.spawn(self.aconnect())
 
     # --- blocking, from other threads -------------------------------------------------
-
-    def connect(self) -> str | None:
-        """Connect (or confirm the connection) and list tools; the reason if that failed."""
-        try:
-            self._loop.run(self._ensure(), self.config.connect_timeout_s + 10)
-        except Unavailable as exc:
-            return str(exc)
-        except TimeoutError:
-            return self._fail(f"no answer within {self.config.connect_timeout_s:g} s")
-        return None
 
     def call(self, tool: str, arguments: dict[str, Any]) -> str:
         """Call a tool; the JSON text of the tool message. Never raises for tool trouble."""
@@ -240,9 +232,8 @@ class McpConnection:
             )
 
     def close(self, timeout: float = 10.0) -> None:
-        self._closing = True
         try:
-            self._loop.run(self._close(), timeout)
+            self._loop.run(self.aclose(), timeout)
         except (TimeoutError, RuntimeError) as exc:
             log.warning("mcp server %s did not close cleanly: %s", self.name, exc)
 
@@ -258,9 +249,13 @@ class McpConnection:
                 self._next_attempt = time.monotonic() + RETRY_INTERVAL_S
         return reason
 
-    async def _try_connect(self) -> None:
-        with suppress(Unavailable):
+    async def aconnect(self) -> str | None:
+        """On the MCP loop: connect if not connected; the reason if that failed."""
+        try:
             await self._ensure()
+        except Unavailable as exc:
+            return str(exc)
+        return None
 
     async def _ensure(self) -> Client:
         async with self._connect_lock:
@@ -303,6 +298,7 @@ class McpConnection:
                         self._tools, self._error, self._client = tools, None, client
                         self._generation = generation
                     connected = True
+                    self._http_error = None  # e.g. a legacy server's 4xx to the era probe
                     log.info(
                         "mcp server %s connected (%s, protocol %s): %d tools",
                         self.name,
@@ -321,7 +317,7 @@ class McpConnection:
                 raise Unavailable(f"no answer within {timeout:g} s")
         except BaseException as exc:
             if not connected:
-                reason = _describe(exc, self._secrets, self.config.where())
+                reason = self._http_reason() or _describe(exc, self._secrets, self.config.where())
                 if stderr is not None:
                     with anyio.move_on_after(0.5):
                         await stderr.closed
@@ -375,9 +371,17 @@ class McpConnection:
             return stdio_client(params, errlog=writer), tail
         headers = {k: resolve(v, f"header {k}", env) for k, v in cfg.headers.items()}
         self._secrets = [v for v in headers.values() if len(v) >= 6]
+        self._http_error = None
+
+        async def note_status(response: httpx2.Response) -> None:
+            # The SDK turns an HTTP error into a generic JSON-RPC error; keep the status.
+            if response.status_code >= 400:
+                self._http_error = response.status_code
+
         http = httpx2.AsyncClient(
             headers=headers,
             timeout=httpx2.Timeout(cfg.connect_timeout_s, read=max(300.0, cfg.timeout_s + 30)),
+            event_hooks={"response": [note_status]},
         )
         await stack.enter_async_context(http)
         return streamable_http_client(cfg.url or "", http_client=http), None
@@ -445,6 +449,7 @@ class McpConnection:
         except Unavailable as exc:
             return mcp_results.error(f"MCP server {self.name!r} is unavailable: {exc}")
         generation = self._generation
+        self._http_error = None
         try:
             result = await client.call_tool(
                 tool, arguments, read_timeout_seconds=self.config.timeout_s
@@ -461,7 +466,8 @@ class McpConnection:
                     f"MCP server {self.name!r} did not answer {tool!r} within "
                     f"{self.config.timeout_s:g} s; the call may or may not have run"
                 )
-            return mcp_results.error(f"{self.name}.{tool} was refused: {exc.message}")
+            refusal = self._http_reason() or exc.message
+            return mcp_results.error(f"{self.name}.{tool} was refused: {refusal}")
         except ValidationError:
             return mcp_results.error(
                 f"MCP server {self.name!r} answered {tool!r} with a malformed result"
@@ -475,13 +481,26 @@ class McpConnection:
             )
         return mcp_results.payload(result, self.name, tool)
 
+    def _http_reason(self) -> str | None:
+        """`HTTP 401 from <url>...` when the last failure was an HTTP error status."""
+        status, self._http_error = self._http_error, None
+        if status is None:
+            return None
+        hint = ""
+        if status in (401, 403):
+            hint = " (check the credentials in its headers)"
+        return f"HTTP {status} from {self.config.where()}{hint}"
+
     def _lost(self, reason: str, generation: int) -> None:
         """End the connection a call went through; the next call reconnects."""
         if generation == self._generation and self._wake is not None:
             self._wake.set()
         self._fail(reason, generation)
 
-    async def _close(self) -> None:
+    async def aclose(self) -> None:
+        """End the connection for good (on the MCP loop); a stdio server sees its stdin
+        close and exits."""
+        self._closing = True
         if self._wake is not None:
             self._wake.set()
         owner = self._owner

@@ -32,6 +32,11 @@ def provider_name(server: str, tool: str) -> str:
     return f"{stem}_{digest}"
 
 
+def name_prefix(server: str) -> str:
+    """How every provider name of this server's tools begins."""
+    return _UNSAFE_CHARS.sub("_", server) + "__"
+
+
 def function_spec(
     name: str, description: str, input_schema: dict[str, Any] | None
 ) -> dict[str, Any]:

@@ -9,21 +9,32 @@ Nothing here blocks the caller's event loop: specs, info and notes read the last
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp.types as mt
 
-from orchestrator.nodes.context import ToolInfo
 from orchestrator.tools import mcp_results
-from orchestrator.tools.mcp_client import McpConnection, Mode, Snapshot, Unavailable
+from orchestrator.tools.mcp_client import McpConnection, Mode, Snapshot
 from orchestrator.tools.mcp_config import McpServer, parse_tool_ref
 from orchestrator.tools.mcp_loop import McpLoop, shared_loop
-from orchestrator.tools.mcp_specs import function_spec, label, placeholder_spec, provider_name
+from orchestrator.tools.mcp_specs import (
+    function_spec,
+    label,
+    name_prefix,
+    placeholder_spec,
+    provider_name,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.nodes.context import ToolInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,7 @@ class McpTools:
         environ: dict[str, str] | None = None,
     ) -> None:
         self.servers = dict(servers)
+        self._mode, self._environ, self._pid = mode, environ, os.getpid()
         self._loop = loop() if self.servers else None
         self._connections = {
             name: McpConnection(name, cfg, self._loop, mode=mode, environ=environ)
@@ -65,10 +77,11 @@ class McpTools:
     def start(self, names: Iterable[str] | None = None) -> dict[str, str | None]:
         """Connect the given servers (all by default) in parallel and wait for each, up to
         its connect timeout; the reason per server that failed (None when it is up)."""
+        self._after_fork()
         wanted = [n for n in (self.servers if names is None else names) if n in self._connections]
         if not wanted or self._loop is None:
             return {}
-        futures = {name: self._loop.spawn(self._connect(name)) for name in wanted}
+        futures = {name: self._loop.spawn(self._connections[name].aconnect()) for name in wanted}
         budget = max(self.servers[n].connect_timeout_s for n in wanted) + 15
         results: dict[str, str | None] = {}
         for name, future in futures.items():
@@ -83,24 +96,50 @@ class McpTools:
                 log.error("MCP server %r is unavailable: %s", name, error)
         return results
 
-    async def _connect(self, name: str) -> str | None:
-        try:
-            await self._connections[name]._ensure()
-        except Unavailable as exc:
-            return str(exc)
-        return None
-
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
+        """Close every connection, in parallel, within a bounded time."""
+        if self._loop is None or not self._connections or self._pid != os.getpid():
+            return
+
+        async def close_all() -> None:
+            await asyncio.gather(*(c.aclose() for c in self._connections.values()))
+
+        try:
+            self._loop.run(close_all(), 15)
+        except (TimeoutError, RuntimeError) as exc:
+            log.warning("MCP servers did not all close cleanly: %s", exc)
+
+    def _after_fork(self) -> None:
+        """A forked child (Celery's prefork pool) cannot use the parent's loop thread or
+        its pipes: it gets a loop and connections of its own, connected on first use."""
+        if self._pid == os.getpid() or self._loop is None:
+            return
+        self._pid = os.getpid()
+        self._loop = shared_loop()
+        self._connections = {
+            name: McpConnection(
+                name,
+                cfg,
+                self._loop,
+                mode=self._mode,
+                environ=self._environ,
+                known_tools=self._connections[name].snapshot().tools,
+            )
+            for name, cfg in self.servers.items()
+        }
 
     # --- lookups ------------------------------------------------------------------------
 
     def snapshot(self, server: str) -> Snapshot | None:
+        self._after_fork()
         connection = self._connections.get(server)
         return connection.snapshot() if connection else None
 
     def _tool_info(self, server: str, tool: str, listed: mt.Tool | None) -> ToolInfo:
+        # Imported here: the engine's context module loads litellm, which `teams validate
+        # --connect` (and a worker stand-in in tests) should not pay for.
+        from orchestrator.nodes.context import ToolInfo
+
         hint = _read_only_hint(listed)
         return ToolInfo(
             name=provider_name(server, tool),
@@ -112,6 +151,7 @@ class McpTools:
 
     def resolve(self, name: str) -> tuple[str, str] | None:
         """(server, tool) for a name the model called; None when no such tool is known."""
+        self._after_fork()
         if name in self._named:
             return self._named[name]
         for server, connection in self._connections.items():
@@ -130,6 +170,7 @@ class McpTools:
     # --- what the model is offered ---------------------------------------------------------
 
     def specs(self, names: list[str]) -> list[dict[str, Any]]:
+        self._after_fork()
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
 
@@ -165,6 +206,7 @@ class McpTools:
         return out
 
     def notes(self, names: list[str]) -> list[str]:
+        self._after_fork()
         lines: list[str] = []
         reported: set[str] = set()
         for ref in names:
@@ -192,6 +234,8 @@ class McpTools:
 
     def execute(self, name: str, arguments: str) -> str:
         found = self.resolve(name)
+        if found is None and self._connect_down(name):
+            found = self.resolve(name)  # a server that was down may list it now
         if found is None:
             return mcp_results.error(f"unknown tool {name!r}")
         server, tool = found
@@ -205,6 +249,25 @@ class McpTools:
         if not isinstance(args, dict):
             return mcp_results.error("arguments must be a JSON object")
         return self._connections[server].call(tool, args)
+
+    def _connect_down(self, name: str) -> bool:
+        """Blocking: connect the servers that are down and whose tools' names start like
+        `name`; whether there were any."""
+        down = [
+            c
+            for server, c in self._connections.items()
+            if name.startswith(name_prefix(server)) and not c.snapshot().connected
+        ]
+        if not down or self._loop is None:
+            return False
+        budget = max(c.config.connect_timeout_s for c in down) + 15
+
+        async def connect_all() -> None:
+            await asyncio.gather(*(c.aconnect() for c in down))
+
+        with contextlib.suppress(TimeoutError):
+            self._loop.run(connect_all(), budget)
+        return True
 
 
 def _description(tool: mt.Tool, server: str) -> str:

@@ -10,9 +10,11 @@ a subprocess over either transport:
 
 and the helpers below start it for a test: `stdio_server(notes)` returns the teams-file
 entry for a stdio server, `HttpServer(notes)` starts the HTTP one on a free port (waits for
-the port; `stop()` / `start()` again on the same port to take it down and bring it back).
-Every call to append_note is also recorded, one JSON line per call, in `<notes>.calls`, so
-end-to-end tests can count side effects exactly.
+the port; `stop()` / `start()` again on the same port to take it down and bring it back;
+`HttpServer(notes, token="t")` puts it behind a bearer token).
+Every append (append_note, slow_append) is also recorded, one JSON line per call, in
+`<notes>.calls`, so end-to-end tests can count side effects exactly; slow_append writes its
+text to `<notes>.started` before it waits, so a test knows when the call is in flight.
 """
 
 from __future__ import annotations
@@ -45,21 +47,25 @@ def build_server(notes: str) -> MCPServer:
         path = Path(notes)
         return path.read_text(encoding="utf-8") if path.exists() else ""
 
-    @app.tool(annotations=ToolAnnotations(destructiveHint=True))
-    def append_note(text: str) -> str:
-        """Append one line to the notes file."""
+    def append(text: str, tool: str) -> str:
         with open(notes, "a", encoding="utf-8") as handle:
             handle.write(text + "\n")
         with open(notes + ".calls", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"tool": "append_note", "text": text, "pid": os.getpid()}))
-            handle.write("\n")
+            handle.write(json.dumps({"tool": tool, "text": text, "pid": os.getpid()}) + "\n")
         return f"appended {len(text) + 1} bytes"
+
+    @app.tool(annotations=ToolAnnotations(destructiveHint=True))
+    def append_note(text: str) -> str:
+        """Append one line to the notes file."""
+        return append(text, "append_note")
 
     @app.tool(annotations=ToolAnnotations(destructiveHint=True))
     async def slow_append(text: str, seconds: float) -> str:
         """Wait, then append one line to the notes file (a call that is long in flight)."""
+        with open(notes + ".started", "a", encoding="utf-8") as handle:
+            handle.write(text + "\n")  # tests wait for this to know the call is in flight
         await asyncio.sleep(seconds)
-        return append_note(text)
+        return append(text, "slow_append")
 
     @app.tool(annotations=read_only)
     def show_env() -> dict[str, str]:
@@ -153,9 +159,10 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 class HttpServer:
     """This server over streamable HTTP in a subprocess, on a free port of 127.0.0.1."""
 
-    def __init__(self, notes: str | Path, port: int | None = None) -> None:
+    def __init__(self, notes: str | Path, port: int | None = None, token: str = "") -> None:
         self.notes = str(notes)
         self.port = port or free_port()
+        self.token = token  # when set, requests without `Authorization: Bearer <token>` get 401
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -168,7 +175,10 @@ class HttpServer:
 
     def start(self) -> HttpServer:
         self.process = subprocess.Popen(
-            [sys.executable, THIS_FILE, "http", "--port", str(self.port), "--notes", self.notes],
+            [
+                *(sys.executable, THIS_FILE, "http", "--port", str(self.port)),
+                *("--notes", self.notes, "--token", self.token),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -197,12 +207,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("transport", choices=["stdio", "http"])
     parser.add_argument("--notes", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default="", help="HTTP only: require this bearer token")
     args = parser.parse_args(argv)
     app = build_server(args.notes)
     if args.transport == "stdio":
         app.run("stdio")
-    else:
+    elif not args.token:
         app.run("streamable-http", host="127.0.0.1", port=args.port)
+    else:
+        import uvicorn
+
+        asgi = bearer_only(app.streamable_http_app(host="127.0.0.1"), args.token)
+        uvicorn.run(asgi, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+def bearer_only(asgi: Any, token: str) -> Any:
+    """The app behind a bearer token, as a gateway in front of an MCP server does:
+    401 with `WWW-Authenticate: Bearer` (RFC 6750) for a missing or wrong token."""
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            if headers.get(b"authorization") != f"Bearer {token}".encode():
+                body = b'{"error": "invalid_token"}'
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"www-authenticate", b'Bearer error="invalid_token"'),
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await asgi(scope, receive, send)
+
+    return guarded
 
 
 if __name__ == "__main__":

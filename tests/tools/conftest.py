@@ -20,8 +20,8 @@ def http_server(tmp_path: Path) -> Iterator[Callable[..., HttpServer]]:
     """Start HTTP servers for a test (`http_server(notes)`); all stopped afterwards."""
     started: list[HttpServer] = []
 
-    def start(notes: Path | None = None, port: int | None = None) -> HttpServer:
-        server = HttpServer(notes or tmp_path / "http-notes.txt", port)
+    def start(notes: Path | None = None, port: int | None = None, token: str = "") -> HttpServer:
+        server = HttpServer(notes or tmp_path / "http-notes.txt", port, token)
         started.append(server)
         return server.start()
 

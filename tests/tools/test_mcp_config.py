@@ -11,7 +11,7 @@ import yaml
 
 from orchestrator.teams import TeamsFileError, load_teams
 from orchestrator.tools.mcp_config import EnvRef, McpServer, MissingVariable, resolve
-from orchestrator.tools.mcp_specs import function_spec, provider_name
+from orchestrator.tools.mcp_specs import function_spec, name_prefix, provider_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,6 +176,7 @@ def test_provider_names_are_safe_unique_and_stable() -> None:
     assert provider_name("files", "x" * 100) == long  # a function of the label only
     assert provider_name("files", "x" * 101) != long
     assert odd.startswith("files__read_file_v2_")
+    assert ambiguous[0].startswith(name_prefix("a__b")) and long.startswith(name_prefix("files"))
 
 
 def test_function_spec_keeps_the_schema_and_makes_it_an_object() -> None:
