@@ -236,6 +236,14 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 @teams_app.command("validate")
 def teams_validate(
     path: Annotated[Path, typer.Argument(help="The teams YAML file to check.")],
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect",
+            help="Also start or reach every MCP server, list its tools and check the tools "
+            "workers name; exit 2 naming any server that cannot be reached.",
+        ),
+    ] = False,
 ) -> None:
     """Check a teams file; exit 2 with one line naming file, team and field if it is wrong."""
     from orchestrator.teams import TeamsFileError, load_teams
@@ -246,6 +254,44 @@ def teams_validate(
         raise _fail(str(exc), 2) from None
     _warn(config)
     typer.echo(f"{path}: ok ({len(config.teams)} teams: {', '.join(config.teams)})")
+    if connect:
+        _connect_servers(path, config)
+
+
+def _connect_servers(path: Path, config) -> None:  # type: ignore[no-untyped-def]
+    """`teams validate --connect`: one line per MCP server; exit 2 if any is unusable."""
+    import logging
+
+    from orchestrator.tools.mcp_tools import check_servers
+
+    if not config.mcp_servers:
+        typer.echo(f"{path}: no MCP servers to connect to")
+        return
+    logging.getLogger("orchestrator.tools").addHandler(logging.NullHandler())  # we report
+    named = {
+        f"team {team_name!r} worker {worker.name!r}": worker.tools
+        for team_name, team in config.teams.items()
+        for worker in team.workers
+    }
+    failed = False
+    for check in check_servers(config.mcp_servers, named):
+        if check.error is not None:
+            failed = True
+            typer.echo(
+                f"switchboard: {path}: mcp_servers.{check.name}: unavailable: {check.error}",
+                err=True,
+            )
+            continue
+        shown = ", ".join(check.tools[:20]) + (", ..." if len(check.tools) > 20 else "")
+        typer.echo(f"{path}: mcp server {check.name!r}: ok ({len(check.tools)} tools: {shown})")
+        for missing in check.missing:
+            failed = True
+            typer.echo(
+                f"switchboard: {path}: {missing}: MCP server {check.name!r} lists no such tool",
+                err=True,
+            )
+    if failed:
+        raise typer.Exit(2)
 
 
 @teams_app.command("list")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.alerts import AlertsConfig
+from orchestrator.tools.mcp_config import McpServer, parse_tool_ref
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
 
@@ -54,16 +55,17 @@ class Worker(_Strict):
 
     @field_validator("tools")
     @classmethod
-    def _known_tools(cls, tools: list[str]) -> list[str]:
-        unknown = sorted(set(tools) - KNOWN_TOOLS)
-        if unknown:
-            raise ValueError(
-                f"unknown tool {unknown[0]!r} (known: {', '.join(sorted(KNOWN_TOOLS))})"
-            )
+    def _tool_refs(cls, tools: list[str]) -> list[str]:
+        for ref in tools:
+            if ref not in BUILTIN_TOOLS and parse_tool_ref(ref) is None:
+                raise ValueError(
+                    f"unknown tool {ref!r} (use {', '.join(sorted(BUILTIN_TOOLS))}, "
+                    "SERVER.TOOL or SERVER.* for an MCP server's tools)"
+                )
         return tools
 
 
-KNOWN_TOOLS = frozenset({"run_code"})
+BUILTIN_TOOLS = frozenset({"run_code"})
 
 
 class Limits(_Strict):
@@ -114,6 +116,7 @@ class TeamsConfig(_Strict):
     router_tier: str = "cheap"
     summary_tier: str = "cheap"
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)  # alert groups → investigations
+    mcp_servers: dict[str, McpServer] = Field(default_factory=dict)
 
     def approvers_for(self, team: str) -> Approvers:
         chosen = self.teams[team].approvers if team in self.teams else None
@@ -136,7 +139,8 @@ def _first_error(path: Path, error: ValidationError) -> TeamsFileError:
     if len(loc) >= 2 and loc[0] == "teams":
         team, loc = loc[1], loc[2:]
     field = ".".join(loc) or "(top level)"
-    return TeamsFileError(path, team, field, detail["msg"])
+    message = detail["msg"].removeprefix("Value error, ")
+    return TeamsFileError(path, team, field, message)
 
 
 def _check_references(path: Path, config: TeamsConfig) -> None:
@@ -144,6 +148,11 @@ def _check_references(path: Path, config: TeamsConfig) -> None:
         tier = getattr(config, field)
         if tier not in config.tiers:
             raise TeamsFileError(path, None, field, f"unknown tier {tier!r}")
+    for server in config.mcp_servers:
+        if not _matches_name(server):
+            raise TeamsFileError(
+                path, None, f"mcp_servers.{server}", "use lower-case letters, digits, - or _"
+            )
     for name, team in config.teams.items():
         if not _matches_name(name):
             raise TeamsFileError(path, name, "name", "use lower-case letters, digits, - or _")
@@ -162,6 +171,16 @@ def _check_references(path: Path, config: TeamsConfig) -> None:
                     path, name, f"workers.{index}.name", f"duplicate worker {worker.name!r}"
                 )
             seen.add(worker.name)
+            for position, ref in enumerate(worker.tools):
+                parsed = parse_tool_ref(ref)
+                if parsed is not None and parsed[0] not in config.mcp_servers:
+                    defined = ", ".join(sorted(config.mcp_servers)) or "none defined"
+                    raise TeamsFileError(
+                        path,
+                        name,
+                        f"workers.{index}.tools.{position}",
+                        f"unknown MCP server {parsed[0]!r} in {ref!r} (mcp_servers: {defined})",
+                    )
     for index, route in enumerate(config.alerts.routes):
         if route.team is not None and route.team not in config.teams:
             raise TeamsFileError(

@@ -52,7 +52,7 @@ def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
         config.tiers, store, timeout_s=settings.model_timeout_s, retries=settings.model_retries
     )
     if tools is None:
-        tools = _default_tools()
+        tools = _default_tools(config)
     engine = Engine(
         store,
         gateway,
@@ -65,21 +65,45 @@ def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
     return Runtime(settings, store, config, engine)
 
 
-def _default_tools() -> Any:
-    try:
-        module = importlib.import_module("orchestrator.tools")
-    except ImportError:
-        return None
-    factory = getattr(module, "toolbox_from_env", None)
-    return factory() if factory else None
+def _default_tools(config: TeamsConfig) -> Any:
+    """run_code and the teams file's MCP servers, connected now (worker start); a server
+    that cannot be reached is logged and its tools report the error when called."""
+    from orchestrator.tools import toolbox_from_env
+
+    return toolbox_from_env(config=config)
+
+
+_with_tools = True
+
+
+def without_tools() -> None:
+    """This process never runs a step (beat): its runtime connects no MCP server."""
+    global _with_tools
+    _with_tools = False
 
 
 def get() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = build()
+            _runtime = build() if _with_tools else build(tools=_NoTools())
         return _runtime
+
+
+class _NoTools:
+    """The tool box of a process that runs no steps."""
+
+    def specs(self, names: list[str]) -> list[dict[str, Any]]:
+        return []
+
+    def info(self, name: str) -> None:
+        return None
+
+    def notes(self, names: list[str]) -> list[str]:
+        return []
+
+    def execute(self, name: str, arguments: str) -> str:
+        return '{"error": "this process runs no tools"}'
 
 
 def install(runtime: Runtime) -> None:

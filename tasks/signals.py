@@ -84,5 +84,8 @@ def _worker_process_shutdown(pid: int | None = None, **kwargs: Any) -> None:
 
 @signals.beat_init.connect
 def _beat_init(**_: Any) -> None:
+    from tasks import runtime
+
+    runtime.without_tools()  # beat reads gauges; it must not start MCP servers
     _serve("switchboard-beat")
     metrics.register_state_collector(state_snapshot)

@@ -10,6 +10,7 @@ report cut off at max_tokens even after the re-ask is kept, marked incomplete.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -176,8 +177,12 @@ async def worker_turn(
             turn.report = text
             return turn
         turn.messages.append(reply.assistant_message())
+        offered = {spec["function"]["name"] for spec in specs or []}
         for position, tool_call in enumerate(reply.tool_calls):
             origin = Origin(ctx.number, called.index, position)
+            if tool_call.name not in offered:  # a tool of another worker, or made up
+                _answer(turn, tool_call.id, _no_such_tool(tool_call.name), {})
+                continue
             outcome = await runner.handle(worker.name, tool_call, origin)
             if outcome.pending is not None:
                 turn.pending.append(outcome.pending)
@@ -186,6 +191,10 @@ async def worker_turn(
         if turn.pending:
             return turn  # held for a human; the step asks
     raise AssertionError("unreachable")
+
+
+def _no_such_tool(name: str) -> str:
+    return json.dumps({"error": f"there is no tool {name!r} for you; use the tools offered"})
 
 
 def _answer(turn: Turn, call_id: str, output: str, result: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
-"""The workers' tool box: tool specs for litellm and their sandboxed execution.
+"""The workers' tool box: sandboxed code and MCP servers' tools behind the ToolBox seam.
 
 The sandbox is chosen lazily on the first tool call, so a worker that never runs code never
-pings a Docker engine. Backend, image and limits are operator configuration only.
+pings a Docker engine. Backend, image and limits are operator configuration only. MCP
+servers come from the teams file and are connected when the box is built (worker start).
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.nodes.context import ToolInfo
 from orchestrator.telemetry.metrics import SANDBOX_RUNS
 from orchestrator.tools import run_code
 from sandbox.base import Limits, Sandbox
 from sandbox.factory import select_sandbox
+
+if TYPE_CHECKING:
+    from orchestrator.teams import TeamsConfig
+    from orchestrator.tools.mcp_tools import McpTools
+
+RUN_CODE = ToolInfo(
+    name=run_code.NAME, label=run_code.NAME, server=None, policy="allow", read_only=True
+)
 
 MIB = 1024 * 1024
 
@@ -36,10 +45,18 @@ def _count(backend: str, outcome: str) -> None:
     SANDBOX_RUNS.labels(backend=backend, outcome=outcome).inc()
 
 
-class SandboxToolBox:
-    def __init__(self, select: Callable[[], Sandbox | None], limits: Limits) -> None:
+class WorkerToolBox:
+    """run_code (always allowed: it runs in the sandbox) plus the MCP servers' tools."""
+
+    def __init__(
+        self,
+        select: Callable[[], Sandbox | None],
+        limits: Limits,
+        mcp: McpTools | None = None,
+    ) -> None:
         self._select = select
         self.limits = limits
+        self.mcp = mcp
         self._sandbox: Sandbox | None = None
         self._chosen = False
         self._lock = threading.Lock()
@@ -52,19 +69,23 @@ class SandboxToolBox:
             return self._sandbox
 
     def specs(self, names: list[str]) -> list[dict[str, Any]]:
-        return [run_code.SCHEMA for name in names if name == "run_code"]
+        specs = [run_code.SCHEMA] if run_code.NAME in names else []
+        if self.mcp is not None:
+            specs += self.mcp.specs(names)
+        return specs
 
     def info(self, name: str) -> ToolInfo | None:
-        if name != run_code.NAME:
-            return None
-        # Sandboxed code changes nothing outside its throw-away sandbox.
-        return ToolInfo(run_code.NAME, run_code.NAME, None, "allow", read_only=True)
+        if name == run_code.NAME:
+            return RUN_CODE
+        return self.mcp.info(name) if self.mcp is not None else None
 
     def notes(self, names: list[str]) -> list[str]:
-        return []
+        return self.mcp.notes(names) if self.mcp is not None else []
 
     def execute(self, name: str, arguments: str) -> str:
-        if name != "run_code":
+        if name != run_code.NAME:
+            if self.mcp is not None:
+                return self.mcp.execute(name, arguments)
             return json.dumps({"error": f"unknown tool {name!r}"})
         try:
             box = self._box()
@@ -72,7 +93,31 @@ class SandboxToolBox:
             return json.dumps({"error": f"code execution unavailable: {exc}"})
         return json.dumps(run_code.execute(arguments, box, self.limits, on_outcome=_count))
 
+    def close(self) -> None:
+        if self.mcp is not None:
+            self.mcp.close()
 
-def toolbox_from_env(env: Mapping[str, str] | None = None) -> SandboxToolBox:
+
+def mcp_tools_for(config: TeamsConfig, *, connect: bool = True) -> McpTools | None:
+    """The MCP tool source for a teams file, with the servers its workers use connected
+    (a server that fails is logged; the process starts anyway). None without servers."""
+    if not config.mcp_servers:
+        return None
+    from orchestrator.tools.mcp_tools import McpTools, close_at_exit
+
+    refs = [ref for team in config.teams.values() for w in team.workers for ref in w.tools]
+    tools = McpTools(config.mcp_servers, refs)
+    close_at_exit(tools)
+    if connect:
+        used = {ref.partition(".")[0] for ref in refs if "." in ref}
+        tools.start([name for name in config.mcp_servers if name in used])
+    return tools
+
+
+def toolbox_from_env(
+    env: Mapping[str, str] | None = None, config: TeamsConfig | None = None
+) -> WorkerToolBox:
+    """The box a worker process uses: sandbox settings from `env`, MCP servers from `config`."""
     env = dict(os.environ if env is None else env)
-    return SandboxToolBox(lambda: select_sandbox(env), limits_from_env(env))
+    mcp = mcp_tools_for(config) if config is not None else None
+    return WorkerToolBox(lambda: select_sandbox(env), limits_from_env(env), mcp)

@@ -17,7 +17,6 @@ from orchestrator import reports, service
 from orchestrator.nodes.context import ToolInfo
 from orchestrator.store.models import RunStatus
 from orchestrator.store.tool_ledger import ToolLedger
-from orchestrator.tools.toolbox import SandboxToolBox
 from tasks import runtime
 from tests.integration.test_real_models import KEY, hosted_tiers
 from tests.support.drive import drive, start
@@ -205,11 +204,6 @@ def test_parallel_calls_are_one_question_and_a_crash_in_doubt_asks(gated) -> Non
     drive(rt, run.id)
     assert rt.store.get_run(run.id).status == RunStatus.FINISHED
     assert tools.path.read_text() == "a\nb\n"  # a once (before the crash), b once
-
-
-def test_sandbox_toolbox_still_offers_run_code() -> None:
-    box = SandboxToolBox(lambda: None, None)  # type: ignore[arg-type]
-    assert box.info("run_code").read_only and box.info("ghost") is None
 
 
 def test_a_follow_up_in_a_finished_runs_thread_knows_the_previous_answer(gated) -> None:  # type: ignore[no-untyped-def]
