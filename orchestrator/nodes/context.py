@@ -44,6 +44,7 @@ class ToolInfo:
     server: str | None  # the MCP server, None for built-in tools
     policy: Policy  # allow: runs; ask: waits for Approve in the thread; deny: never offered
     read_only: bool  # calling it again after a crash is harmless (readOnlyHint, sandboxed code)
+    available: bool = True  # its server lists it now; an unavailable `ask` tool is not asked
 
 
 class ToolBox(Protocol):

@@ -92,6 +92,9 @@ class ToolRunner:
             return ToolOutcome(_error(f"there is no tool {call.name!r}"))
         if info.policy == "deny":
             return ToolOutcome(_error(f"{info.label} is not allowed here"))
+        if info.policy == "ask" and not info.available:
+            # Nobody should be asked to approve a call that cannot be made right now.
+            return ToolOutcome(_error(f"{info.label} is unavailable now: its server is down"))
         if info.policy == "ask":
             record = await self._db(self.ledger.get, self.ctx.run.id, origin)
             if record is None or record.status != ToolCallStatus.DONE:

@@ -147,6 +147,7 @@ class McpTools:
             server=server,
             policy=self.servers[server].policy_for(tool, hint),
             read_only=hint is True,
+            available=listed is not None,
         )
 
     def resolve(self, name: str) -> tuple[str, str] | None:
