@@ -18,7 +18,7 @@ from typing import TextIO
 
 from sqlalchemy import func, select
 
-from bot import commands
+from bot import commands, outage
 from orchestrator import reports, service
 from orchestrator.notices import Kind, Notice
 from orchestrator.outbox import OutboxSender
@@ -128,12 +128,19 @@ class ConsoleSession:
             self._sender.drain(channel=self.channel)
 
     def _drain_forever(self) -> None:
+        failing = False
         while not self._stop.wait(0.1):
             try:
                 self.drain()
             except Exception as exc:  # keep the session alive; say what happened once
-                self.say(f"(delivery problem: {type(exc).__name__}: {exc})")
+                if not failing:
+                    self.say(f"(cannot deliver notices: {outage.describe(exc)}; retrying)")
+                failing = True
                 time.sleep(1)
+                continue
+            if failing:
+                self.say("(delivering notices again)")
+            failing = False
 
     @property
     def actor(self) -> service.Actor:
@@ -142,22 +149,28 @@ class ConsoleSession:
     # --- input --------------------------------------------------------------------------
 
     def handle(self, line: str) -> None:
-        line = line.strip()
+        try:
+            line = commands.clean_line(line).strip()
+        except commands.CommandError as exc:
+            self.say(f"error: {exc}")
+            return
         if not line:
             return
         word = line.split()[0].lower()
-        if word in ("approve", "abort") and not line.startswith("/"):
-            self._decide(word == "approve", line.split()[1:])
-            return
         try:
-            command = commands.parse_line(line)
-        except commands.CommandError as exc:
-            self.say(f"error: {exc}\n{commands.USAGE}")
-            return
-        try:
+            if word in ("approve", "abort") and not line.startswith("/"):
+                self._decide(word == "approve", line.split()[1:])
+                return
+            try:
+                command = commands.parse_line(line)
+            except commands.CommandError as exc:
+                self.say(f"error: {exc}\n{commands.USAGE}")
+                return
             self._execute(command)
-        except service.UserError as exc:
+        except (service.UserError, commands.CommandError) as exc:
             self.say(f"error: {exc}")
+        except Exception as exc:  # a database restart must not end the session
+            self.say(f"error: {outage.describe(exc)}; nothing was done. Try again in a moment.")
 
     def _execute(self, command: commands.Command) -> None:
         if isinstance(command, commands.StartRun):
@@ -175,7 +188,7 @@ class ConsoleSession:
             self.runs.append(run.id)
             self.enqueue(run.id, 0)
         elif isinstance(command, commands.Status):
-            self.say(reports.status_text(self.store, command.run_id, channel=self.channel))
+            self.say(service.status_report(self.store, self.config, command.run_id, self.actor))
         elif isinstance(command, commands.Abort):
             self.say(service.abort_run(self.store, self.config, command.run_id, self.actor))
         elif isinstance(command, commands.Budget):
@@ -188,11 +201,7 @@ class ConsoleSession:
     def _decide(self, approve: bool, args: list[str]) -> None:
         pending = [e for run_id in self.runs for e in self.store.pending_escalations(run_id)]
         if args:
-            try:
-                escalation_id = int(args[0].lstrip("#"))
-            except ValueError:
-                self.say(f"error: {args[0]!r} is not an escalation id")
-                return
+            escalation_id = commands.parse_id(args[0], "escalation id")
         elif len(pending) == 1:
             escalation_id = pending[0].id
         elif not pending:
@@ -228,9 +237,12 @@ class ConsoleSession:
     def wait(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.drain()
-            if self.settled():
-                return True
+            try:
+                self.drain()
+                if self.settled():
+                    return True
+            except Exception:  # the drain thread says so; an outage only delays the end
+                time.sleep(1)
             time.sleep(0.1)
         return False
 
