@@ -101,17 +101,21 @@ def check_capacity(
         mine = _in_flight(store, Run.platform == platform, Run.requester == requester)
         if len(mine) >= per_user:
             raise UserError(
-                f"You already have {len(mine)} runs in flight (the limit is {per_user}): "
+                f"You already have {_runs(len(mine))} in flight (the limit is {per_user}): "
                 f"{_ids(mine)}. Wait for one to finish, or abort one with /agent abort RUN_ID."
             )
     if per_channel:
         here = _in_flight(store, Run.platform == platform, Run.channel == channel)
         if len(here) >= per_channel:
             raise UserError(
-                f"This channel already has {len(here)} runs in flight (the limit is "
+                f"This channel already has {_runs(len(here))} in flight (the limit is "
                 f"{per_channel}): {_ids(here)}. Wait for one to finish, or abort one with "
                 "/agent abort RUN_ID."
             )
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
 
 
 def _ids(ids: list[int], shown: int = 5) -> str:
