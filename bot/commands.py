@@ -75,12 +75,13 @@ _ID = re.compile(r"#?([0-9]+)")
 def parse_id(word: str, what: str = "run id") -> int:
     """A positive id that fits its column: `42` or `#42`, ASCII digits only."""
     shown = word if len(word) <= 24 else word[:20] + "…"
+    article = "an" if what[0] in "aeiou" else "a"
     match = _ID.fullmatch(word)
     digits = match.group(1).lstrip("0") if match else ""
     if not digits:
-        raise CommandError(f"{shown!r} is not a {what} (a number, like 42)")
+        raise CommandError(f"{shown!r} is not {article} {what} (a number, like 42)")
     if len(digits) > 19 or int(digits) > LARGEST_ID:
-        raise CommandError(f"{shown!r} is not a {what}: no {what} is that large")
+        raise CommandError(f"{shown!r} is not {article} {what}: no {what} is that large")
     return int(digits)
 
 
