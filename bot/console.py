@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from bot import commands, outage
 from orchestrator import reports, service
+from orchestrator.intake import Caps
 from orchestrator.notices import Kind, Notice
 from orchestrator.outbox import OutboxSender
 from orchestrator.ports import Target
@@ -184,6 +185,7 @@ class ConsoleSession:
                 thread=None,
                 requester=self.user,
                 origin_key=f"{self.channel}:{uuid.uuid4()}",
+                caps=Caps.from_settings(),
             )
             self.runs.append(run.id)
             self.enqueue(run.id, 0)

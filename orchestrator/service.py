@@ -100,16 +100,18 @@ def start_run(
 ) -> tuple[Run, bool]:
     """Create the run (idempotent on origin_key); the caller enqueues its first step.
 
-    A redelivered start finds its run by origin key before any cap is counted, so the run
-    it already made never counts against itself.
+    `caps` are an entry point's limits on runs in flight: adapters pass
+    `Caps.from_settings()`; without them (internal callers, tests, benchmarks) only the
+    request itself is checked. A redelivered start finds its run by origin key before any
+    cap is counted, so the run it already made never counts against itself.
     """
-    caps = caps or Caps.from_settings()
     cleaned = validate_request(config, request, team, caps=caps)
     if origin_key is not None:
         existing = store.run_by_origin(origin_key)
         if existing is not None:
             return existing, False
-    intake.check_capacity(store, caps, platform=platform, channel=channel, requester=requester)
+    if caps is not None:
+        intake.check_capacity(store, caps, platform=platform, channel=channel, requester=requester)
     run, created = store.create_run(
         origin_key=origin_key,
         request=cleaned,
@@ -179,9 +181,10 @@ def may_see(config: TeamsConfig, run: Run, actor: Actor) -> bool:
     """A run shows in its own channel, and to its team's approvers anywhere.
 
     Its request, steps, tool results and answer are the channel's business; someone who
-    guesses a run id elsewhere learns nothing, not even that it exists.
+    guesses a run id elsewhere learns nothing, not even that it exists. Channel ids do not
+    collide across platforms (Slack `C…`, Discord snowflakes, `console-…` sessions).
     """
-    if run.platform == actor.platform and run.channel == actor.channel:
+    if actor.channel is not None and run.channel == actor.channel:
         return True
     return may_approve(config, run.team, actor)
 
@@ -321,8 +324,11 @@ def _post_partial(store: Store, run_id: int, reason: str) -> None:
 def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> str:
     """The requester or an approver may abort a run that has not ended."""
     run = store.get_run(run_id)
-    own = run is not None and run.platform == actor.platform and run.requester == actor.user
-    if run is None or not (own or may_see(config, run, actor)):
+    if run is None:
+        raise UserError(f"There is no run {run_id} here.")
+    own = run.platform == actor.platform and run.requester == actor.user
+    if not (own or may_see(config, run, actor)):
+        _audit(store, actor, "abort", "refused", run_id=run_id, detail="not visible here")
         raise UserError(f"There is no run {run_id} here.")
     if actor.user != run.requester and not may_approve(config, run.team, actor):
         _audit(

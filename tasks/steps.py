@@ -9,6 +9,7 @@ from celery import Task
 
 from orchestrator import service
 from orchestrator.engine import Outcome, StepOutcome
+from orchestrator.intake import Caps
 from orchestrator.notices import Kind, Notice
 from orchestrator.store.models import RunStatus
 from orchestrator.telemetry import metrics
@@ -57,6 +58,7 @@ def start_run(
             thread=thread,
             requester=requester,
             origin_key=origin_key,
+            caps=Caps.from_settings(),  # counted again here: the bot's count raced others
         )
         run_id = run.id
         deliver_now(run.id, run.platform)

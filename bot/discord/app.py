@@ -20,6 +20,7 @@ from bot import outage
 from bot.discord.render import MESSAGE_LIMIT, mention, split_text
 from bot.discord.views import EscalationButton
 from orchestrator import reports, service
+from orchestrator.intake import Caps
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
 
@@ -152,6 +153,7 @@ class AgentCommands(
             thread=thread,
             requester=str(interaction.user.id),
             origin_key=f"{PLATFORM}:{interaction.id}",
+            caps=Caps.from_settings(),
         )
         if created:
             await asyncio.to_thread(s.enqueue, run.id, 0)

@@ -103,7 +103,7 @@ def test_status_shows_a_run_only_in_its_channel_or_to_an_approver(core) -> None:
     for elsewhere in (
         Actor("USTRANGER", "slack", "C2"),
         Actor("U1", "slack", "C2"),  # even the requester, from another channel
-        Actor("USTRANGER", "discord", "C1"),  # same channel id on another platform
+        Actor("USTRANGER", "slack", None),  # nowhere in particular
     ):
         text = service.status_report(store, config, run.id, elsewhere)
         assert text == f"There is no run {run.id} here."
@@ -119,4 +119,8 @@ def test_status_shows_a_run_only_in_its_channel_or_to_an_approver(core) -> None:
     # Abort from elsewhere learns nothing either; the requester may still abort their own.
     with pytest.raises(service.UserError, match=f"There is no run {run.id} here."):
         service.abort_run(store, config, run.id, Actor("USTRANGER", "slack", "C2"))
+    refused = [e for e in store.audit_entries(run.id) if e.outcome == "refused"]
+    assert [(e.actor, e.channel, e.detail) for e in refused] == [
+        ("USTRANGER", "C2", "not visible here")
+    ]
     assert service.abort_run(store, config, run.id, Actor("U1", "slack", "C2")).endswith("aborted.")
