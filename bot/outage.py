@@ -15,9 +15,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def is_database(exc: BaseException) -> bool:
-    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
-    return isinstance(exc, OperationalError | InterfaceError)
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError)
 
 
 def is_broker(exc: BaseException) -> bool:

@@ -90,7 +90,7 @@ def test_a_broker_outage_holds_the_step_and_the_session_goes_on(
         start_private_redis(port, tmp_path)
         s.worker()
         chat.wait_for("[run 1] queued: the task queue answers again.")
-        chat.wait_for("[run 1] ✔ Finished", timeout=90)
+        chat.wait_for("[run 1] ✔ Finished", timeout=240)
         assert chat.finish() == 0, chat.text()
         assert "Traceback" not in chat.text()
     finally:
@@ -105,7 +105,7 @@ def test_a_database_restart_is_reported_and_survived(tmp_path: Path, pg_url: str
     chat = Session(tmp_path, DATABASE_URL=through)
     try:
         chat.send("/agent --team research first request")
-        chat.wait_for("[run 1] ✔ Finished", timeout=90)
+        chat.wait_for("[run 1] ✔ Finished", timeout=240)
         proxy.cut()
         chat.send("/agent budget")
         chat.wait_for("error: the database is not answering (")
@@ -113,7 +113,7 @@ def test_a_database_restart_is_reported_and_survived(tmp_path: Path, pg_url: str
         chat.wait_for("engineering: Software engineering")
         proxy.restore()
         chat.send("/agent --team research second request")
-        chat.wait_for("[run 2] ✔ Finished", timeout=90)
+        chat.wait_for("[run 2] ✔ Finished", timeout=240)
         assert chat.finish() == 0, chat.text()
         assert "Traceback" not in chat.text()
     finally:
@@ -150,7 +150,7 @@ class Session:
         self.proc.stdin.write(line.encode() + b"\n")
         self.proc.stdin.flush()
 
-    def wait_for(self, needle: str, timeout: float = 60) -> None:
+    def wait_for(self, needle: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if needle in self.text():
@@ -160,7 +160,7 @@ class Session:
             time.sleep(0.1)
         raise AssertionError(f"no {needle!r} in the session:\n{self.text()[-4000:]}")
 
-    def finish(self, timeout: float = 120) -> int:
+    def finish(self, timeout: float = 240) -> int:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         code = self.proc.wait(timeout)
