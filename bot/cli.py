@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
@@ -169,7 +170,8 @@ def chat(
     session.start()
     interactive = sys.stdin.isatty()
     # Bytes that are not UTF-8 must reach the command check, not end the session.
-    sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")
     bound = line_bound(settings.max_request_chars)
     if interactive:
         session.say("Switchboard console. Type /agent help for commands, Ctrl-D to leave.")
@@ -410,7 +412,7 @@ def init(
     from orchestrator import defaults
     from orchestrator.settings import default_database_url, user_teams_file
 
-    target = path or user_teams_file()
+    target = path.absolute() if path is not None else user_teams_file()
     text = defaults.teams_file().read_text(encoding="utf-8")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
