@@ -26,6 +26,8 @@ COPY bot ./bot
 COPY orchestrator ./orchestrator
 COPY tasks ./tasks
 COPY sandbox ./sandbox
+# orchestrator/defaults/teams.yaml links to teams/default.yaml; the wheel build copies it in.
+COPY teams ./teams
 RUN pip install --no-deps . \
     && python -m compileall -q /opt/venv/lib
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +26,9 @@ app.add_typer(teams_app, name="teams")
 TeamsOption = Annotated[
     Path | None,
     typer.Option(
-        "--teams", help="Teams file (default: $SWITCHBOARD_TEAMS_FILE or teams/default.yaml)."
+        "--teams",
+        help="Teams file (default: $SWITCHBOARD_TEAMS_FILE, else the one `switchboard init` "
+        "wrote, else the packaged default).",
     ),
 ]
 
@@ -33,13 +38,61 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _say(message: str) -> None:
+    typer.echo(f"switchboard: {message}", err=True)
+
+
 def _use_teams(path: Path | None) -> None:
-    """Apply --teams before anything reads the settings."""
+    """Apply --teams before anything reads the settings, and check the settings."""
     from orchestrator.settings import get_settings
 
     if path is not None:
         os.environ["SWITCHBOARD_TEAMS_FILE"] = str(path)
     get_settings.cache_clear()
+    _settings()
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    """The settings, or exit 2 naming the variable that is wrong."""
+    from pydantic import ValidationError
+
+    from orchestrator.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        detail = exc.errors()[0]
+        name = ".".join(str(part) for part in detail["loc"]) or "settings"
+        raise _fail(f"{name}: {detail['msg']}", 2) from None
+
+
+def _where(url: str) -> str:
+    """Where runs are kept, said once at start."""
+    default = "DATABASE_URL" not in os.environ
+    note = " (the default; set DATABASE_URL to use another)" if default else ""
+    return f"runs are kept in {_safe_url(url)}{note}"
+
+
+def _wait_for_database(url: str, *, migrate: bool, max_wait_s: float = 30.0) -> None:
+    """Wait until the database answers (migrating it when asked), one line per attempt."""
+    from bot import outage
+    from orchestrator.store.db import get_engine, upgrade
+
+    delay = 1.0
+    while True:
+        try:
+            if migrate:
+                upgrade(url)
+            else:
+                with get_engine(url).connect() as connection:
+                    connection.exec_driver_sql("SELECT 1")
+            return
+        except Exception as exc:
+            if not outage.is_database(exc):
+                raise _fail(f"cannot prepare the database at {_safe_url(url)}: {exc}") from None
+            _say(f"{outage.describe(exc)} at {_safe_url(url)}; trying again in {delay:.0f}s")
+        time.sleep(delay)
+        delay = min(delay * 2, max_wait_s)
 
 
 def _load_config():  # type: ignore[no-untyped-def]
@@ -95,19 +148,21 @@ def chat(
     _setup_logging("WARNING", json=False)  # stderr stays readable beside the conversation
     config = _load_config()
     from bot.console import ConsoleSession
-    from orchestrator.settings import get_settings
+    from bot.held import HeldSteps
+    from bot.stdin import TooLong, line_bound, read_line
     from orchestrator.store.db import upgrade
     from orchestrator.store.repository import Store
     from tasks import runtime
     from tasks.steps import advance
 
-    settings = get_settings()
+    settings = _settings()
     try:
         upgrade(settings.database_url)
     except Exception as exc:
         raise _fail(
             f"cannot prepare the database at {_safe_url(settings.database_url)}: {exc}"
         ) from None
+    _say(_where(settings.database_url))
     embedded = None
     if not settings.broker_url:
         from tasks.inprocess import EmbeddedWorker
@@ -116,12 +171,18 @@ def chat(
         embedded = EmbeddedWorker(concurrency=settings.inprocess_concurrency)
         embedded.start()
 
-    def enqueue(run_id: int, version: int) -> None:
+    def send(run_id: int, version: int) -> None:
         advance.delay(run_id, version)
 
-    session = ConsoleSession(Store(settings.database_url), config, enqueue, user=user)
+    # A broker outage holds steps (and says so) instead of ending the session.
+    held = HeldSteps(send, lambda text: session.say(text))
+    session = ConsoleSession(Store(settings.database_url), config, held, user=user)
     session.start()
     interactive = sys.stdin.isatty()
+    # Bytes that are not UTF-8 must reach the command check, not end the session.
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    bound = line_bound(settings.max_request_chars)
     if interactive:
         session.say("Switchboard console. Type /agent help for commands, Ctrl-D to leave.")
     if demo:
@@ -132,26 +193,43 @@ def chat(
     try:
         while True:
             try:
-                line = input("switchboard> ") if interactive else sys.stdin.readline()
+                line = input("switchboard> ") if interactive else read_line(sys.stdin.buffer, bound)
             except EOFError:
                 break
-            if not interactive and line == "":
+            if line is None:
                 break
+            if isinstance(line, TooLong):
+                session.say(
+                    f"error: that line is {line.size:,} bytes long; a request may have "
+                    f"{settings.max_request_chars:,} characters. Nothing was done."
+                )
+                continue
             session.handle(line)
     except KeyboardInterrupt:
         session.say("")
+    _finish(session, wait_timeout)
+    held.close()
+    if embedded is not None:
+        embedded.stop()
+
+
+def _finish(session, wait_timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Wait for the session's runs, say what stays paused, and deliver the last notices."""
+    from bot import outage
+
     if not session.wait(wait_timeout):
         session.say(
             f"Gave up waiting after {wait_timeout:.0f}s; runs continue in the background worker."
         )
-    for run_id in session.waiting_for_approval():
-        session.say(
-            f"[run {run_id}] is waiting for approval; no more input to answer it, "
-            "so it stays paused."
-        )
-    session.close()
-    if embedded is not None:
-        embedded.stop()
+    try:
+        for run_id in session.waiting_for_approval():
+            session.say(
+                f"[run {run_id}] is waiting for approval; no more input to answer it, "
+                "so it stays paused."
+            )
+        session.close()
+    except Exception as exc:
+        session.say(f"(could not deliver the last notices: {outage.describe(exc)})")
 
 
 def _safe_url(url: str) -> str:
@@ -175,20 +253,31 @@ def worker(
         str | None, typer.Option(help="Celery node name, e.g. worker1@%h (default celery@%h).")
     ] = None,
 ) -> None:
-    """Run a Celery worker that executes run steps (needs BROKER_URL)."""
+    """Run a Celery worker that executes run steps (needs BROKER_URL).
+
+    Waits for the database with a one-line message per attempt. Exits non-zero whenever it
+    stops without being asked to (a lost broker, an unrecoverable error), so that a
+    supervisor with `restart: on-failure` brings it back.
+    """
     _use_teams(teams)
     _setup_logging(loglevel)
     _load_config()
-    from orchestrator.settings import get_settings
-    from orchestrator.store.db import upgrade
-
-    settings = get_settings()
+    settings = _settings()
     if not settings.broker_url:
         raise _fail("BROKER_URL is not set; `switchboard chat` runs an in-process worker by itself")
-    upgrade(settings.database_url)
+    _say(_where(settings.database_url))
+    _wait_for_database(settings.database_url, migrate=True)
+    from celery import signals
+
     from tasks.app import app as celery_app
 
-    celery_app.worker_main(
+    asked = threading.Event()
+
+    def on_shutdown(sig: str | None = None, **_: object) -> None:
+        asked.set()  # SIGTERM, SIGINT or SIGQUIT: the operator (or compose) asked
+
+    signals.worker_shutting_down.connect(on_shutdown, weak=False)
+    code = celery_app.start(
         [
             "worker",
             f"--pool={pool}",
@@ -199,6 +288,19 @@ def worker(
             *([f"--hostname={hostname}"] if hostname else []),
         ]
     )
+    raise typer.Exit(_worker_exit_code(code, asked.is_set()))
+
+
+def _worker_exit_code(code: object, asked: bool) -> int:
+    """Celery's own code, except that an unasked stop is never a success."""
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    if status == 0 and not asked:
+        _say(
+            "the worker stopped without being asked to (lost its broker?); "
+            "exiting 1 so that a supervisor restarts it"
+        )
+        return 1
+    return status
 
 
 @app.command()
@@ -209,23 +311,22 @@ def beat(
     ] = Path("/tmp/switchboard-beat-schedule"),
 ) -> None:
     """Run Celery beat: expires escalations, restarts stalled runs, sweeps the outbox."""
+    settings = _settings()
     _setup_logging(loglevel)
-    from orchestrator.settings import get_settings
-
-    if not get_settings().broker_url:
+    if not settings.broker_url:
         raise _fail("BROKER_URL is not set")
     from tasks.app import app as celery_app
 
-    celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={schedule_file}"])
+    code = celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={schedule_file}"])
+    raise typer.Exit(code if isinstance(code, int) else 0)
 
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply Alembic migrations to DATABASE_URL."""
-    from orchestrator.settings import get_settings
     from orchestrator.store.db import upgrade
 
-    url = get_settings().database_url
+    url = _settings().database_url
     try:
         upgrade(url, revision)
     except Exception as exc:
@@ -298,23 +399,48 @@ def _connect_servers(path: Path, config) -> None:  # type: ignore[no-untyped-def
 def teams_list(teams: TeamsOption = None) -> None:
     """Show the configured teams."""
     _use_teams(teams)
+    config = _load_config()  # before the heavy imports: a bad file is reported at once
     from orchestrator import reports
 
-    typer.echo(reports.teams_text(_load_config()))
+    typer.echo(reports.teams_text(config))
 
 
-@app.command()
+slack_app = typer.Typer(
+    help="Run the Slack bot: Socket Mode with SLACK_APP_TOKEN, else HTTP on --port.",
+    invoke_without_command=True,
+)
+app.add_typer(slack_app, name="slack")
+
+
+@slack_app.callback()
 def slack(
+    ctx: typer.Context,
     teams: TeamsOption = None,
     port: Annotated[int, typer.Option(help="HTTP port when not in Socket Mode.")] = 3000,
 ) -> None:
-    """Run the Slack bot: Socket Mode with SLACK_APP_TOKEN, else HTTP on --port."""
+    """Run the Slack bot: Socket Mode with SLACK_APP_TOKEN, else HTTP on --port.
+
+    `switchboard slack manifest` prints the app manifest to create the Slack app from.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     _use_teams(teams)
     _setup_logging("INFO")
     _load_config()
+    settings = _settings()
+    _say(_where(settings.database_url))
+    _wait_for_database(settings.database_url, migrate=not settings.broker_url)
     from bot.slack.main import run
 
     run(port=port)
+
+
+@slack_app.command("manifest")
+def slack_manifest() -> None:
+    """Print the Slack app manifest: api.slack.com/apps → Create New App → From a manifest."""
+    from importlib.resources import files
+
+    typer.echo(files("bot.slack").joinpath("manifest.yml").read_text(encoding="utf-8"), nl=False)
 
 
 @app.command()
@@ -340,9 +466,53 @@ def discord(teams: TeamsOption = None) -> None:
     _use_teams(teams)
     _setup_logging("INFO")
     _load_config()
+    settings = _settings()
+    _say(_where(settings.database_url))
+    _wait_for_database(settings.database_url, migrate=True)
     from bot.discord.main import run
 
     run()
+
+
+@app.command()
+def init(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Where to write it (default: the user's config directory)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a teams file to edit, and say what to do next."""
+    from orchestrator import defaults
+    from orchestrator.settings import default_database_url, user_teams_file
+
+    target = path.absolute() if path is not None else user_teams_file()
+    text = defaults.teams_file().read_text(encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w" if force else "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise _fail(f"{target} already exists; edit it, or pass --force to replace it") from None
+    except OSError as exc:
+        raise _fail(f"cannot write {target}: {exc.strerror or exc}") from None
+    found = "" if path is None else f"export SWITCHBOARD_TEAMS_FILE={target}\n     "
+    database = os.environ.get("DATABASE_URL") or default_database_url()
+    typer.echo(
+        f"Wrote {target}.\n\n"
+        "Next steps:\n"
+        "  1. Edit it: point the tiers at real models (anthropic/..., openai/..., ollama/...)\n"
+        "     and set the provider's key (ANTHROPIC_API_KEY, OPENAI_API_KEY, ...); name the\n"
+        "     approvers. As written it uses the offline scripted models.\n"
+        f"  2. Check it:  switchboard teams validate {target}\n"
+        f"  3. Try it:    {found}switchboard chat\n"
+        "  4. Slack:     switchboard slack manifest > manifest.yml, create the app from it,\n"
+        "                then SLACK_BOT_TOKEN=xoxb-... SLACK_APP_TOKEN=xapp-... switchboard slack\n"
+        "     Discord:   DISCORD_TOKEN=... switchboard discord\n"
+        f"Runs are kept in {_safe_url(database)}.\n"
+        "For the production stack set DATABASE_URL and BROKER_URL and run switchboard worker\n"
+        "and switchboard beat beside the bots."
+    )
 
 
 def main() -> None:

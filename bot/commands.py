@@ -14,8 +14,12 @@
 from __future__ import annotations
 
 import difflib
+import re
 import shlex
 from dataclasses import dataclass
+
+from orchestrator import intake
+from orchestrator.errors import UserError
 
 USAGE = """Usage:
   /agent <request>                 start a run; a router picks the team
@@ -82,14 +86,35 @@ class CommandError(ValueError):
     """A one-line explanation; adapters show it with USAGE."""
 
 
+LARGEST_ID = 2**63 - 1  # ids are 64-bit database keys
+_ID = re.compile(r"#?([0-9]+)")
+
+
+def parse_id(word: str, what: str = "run id") -> int:
+    """A positive id that fits its column: `42` or `#42`, ASCII digits only."""
+    shown = word if len(word) <= 24 else word[:20] + "…"
+    article = "an" if what[0] in "aeiou" else "a"
+    match = _ID.fullmatch(word)
+    digits = match.group(1).lstrip("0") if match else ""
+    if not digits:
+        raise CommandError(f"{shown!r} is not {article} {what} (a number, like 42)")
+    if len(digits) > 19 or int(digits) > LARGEST_ID:
+        raise CommandError(f"{shown!r} is not {article} {what}: no {what} is that large")
+    return int(digits)
+
+
 def _run_id(word: str) -> int:
+    return parse_id(word, "run id")
+
+
+def clean_line(line: str) -> str:
+    """A typed line made safe to echo and store: control and escape sequences removed;
+    NUL or undecodable bytes refused (CommandError says so)."""
     try:
-        value = int(word.lstrip("#"))
-    except ValueError:
-        raise CommandError(f"{word!r} is not a run id (a number, like 42)") from None
-    if value <= 0:
-        raise CommandError(f"{word!r} is not a run id (a number, like 42)")
-    return value
+        intake.check_text(line, what="line")
+    except UserError as exc:
+        raise CommandError(str(exc)) from None
+    return intake.strip_controls(line)
 
 
 def parse(text: str) -> Command:

@@ -24,8 +24,9 @@ from typing import Any, TextIO
 
 from sqlalchemy import func, select
 
-from bot import commands
+from bot import commands, outage
 from orchestrator import progress, reports, service, wording
+from orchestrator.intake import Caps
 from orchestrator.notices import ABORT, APPROVE, REJECT, Kind, Notice, escalation_actions
 from orchestrator.outbox import OutboxSender
 from orchestrator.ports import Target
@@ -348,12 +349,19 @@ class ConsoleSession:
         self._port.post(target, Notice(kind, run_id, title, body=body, outcome=view.state))
 
     def _drain_forever(self) -> None:
+        failing = False
         while not self._stop.wait(0.1):
             try:
                 self.drain()
             except Exception as exc:  # keep the session alive; say what happened once
-                self.say(f"(delivery problem: {type(exc).__name__}: {exc})")
+                if not failing:
+                    self.say(f"(cannot deliver notices: {outage.describe(exc)}; retrying)")
+                failing = True
                 time.sleep(1)
+                continue
+            if failing:
+                self.say("(delivering notices again)")
+            failing = False
 
     @property
     def actor(self) -> service.Actor:
@@ -363,22 +371,28 @@ class ConsoleSession:
 
     def handle(self, line: str) -> None:
         self._prompting = False
-        line = line.strip()
+        try:
+            line = commands.clean_line(line).strip()
+        except commands.CommandError as exc:
+            self.say(f"error: {exc}")
+            return
         if not line:
             return
         word = line.split()[0].lower()
-        if word in ("approve", "abort", "reject") and not line.startswith("/"):
-            self._decide(word, line.split(None, 1)[1] if " " in line else "")
-            return
         try:
-            command = commands.parse_line(line)
-        except commands.CommandError as exc:
-            self.say(f"error: {exc}\n{commands.USAGE}")
-            return
-        try:
+            if word in ("approve", "abort", "reject") and not line.startswith("/"):
+                self._decide(word, line.split(None, 1)[1] if " " in line else "")
+                return
+            try:
+                command = commands.parse_line(line)
+            except commands.CommandError as exc:
+                self.say(f"error: {exc}\n{commands.USAGE}")
+                return
             self._execute(command)
-        except service.UserError as exc:
+        except (service.UserError, commands.CommandError) as exc:
             self.say(f"error: {exc}")
+        except Exception as exc:  # a database restart must not end the session
+            self.say(f"error: {outage.describe(exc)}; nothing was done. Try again in a moment.")
 
     def _execute(self, command: commands.Command) -> None:
         if isinstance(command, commands.StartRun):
@@ -392,14 +406,16 @@ class ConsoleSession:
                 thread=None,
                 requester=self.user,
                 origin_key=f"{self.channel}:{uuid.uuid4()}",
+                caps=Caps.from_settings(),
             )
             self.runs.append(run.id)
             self._started_at[run.id] = time.monotonic()
             self.enqueue(run.id, 0)
         elif isinstance(command, commands.Status):
-            mine = self.user if command.run_id is None else None
             self.say(
-                reports.status_text(self.store, command.run_id, requester=mine, platform=PLATFORM)
+                service.status_report(
+                    self.store, self.config, command.run_id, self.actor, mine=True
+                )
             )
         elif isinstance(command, commands.Abort):
             self.say(service.abort_run(self.store, self.config, command.run_id, self.actor))
@@ -411,6 +427,7 @@ class ConsoleSession:
                 command.text,
                 self.actor,
                 origin_key=f"{self.channel}:{uuid.uuid4()}",
+                caps=Caps.from_settings(),
             )
             self.say(message)
             if run is not None:
@@ -436,7 +453,7 @@ class ConsoleSession:
         pending = [e for run_id in watched for e in self.store.pending_escalations(run_id)]
         first, _, note = rest.strip().partition(" ")
         if first.lstrip("#").isdigit():
-            escalation_id = int(first.lstrip("#"))
+            escalation_id = commands.parse_id(first, "escalation id")
         elif first and word == "abort":
             self.say(f"error: {first!r} is not an escalation id")
             return
@@ -497,9 +514,12 @@ class ConsoleSession:
         self._prompting = False  # input is over (or paused): print plainly
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.drain()
-            if self.settled():
-                return True
+            try:
+                self.drain()
+                if self.settled():
+                    return True
+            except Exception:  # the drain thread says so; an outage only delays the end
+                time.sleep(1)
             time.sleep(0.1)
         return False
 

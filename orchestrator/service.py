@@ -12,6 +12,9 @@ from enum import StrEnum
 
 from sqlalchemy import select, update
 
+from orchestrator import intake, reports
+from orchestrator.errors import UserError
+from orchestrator.intake import Caps
 from orchestrator.nodes.endings import RETRYABLE_PAUSES, partial_results
 from orchestrator.notices import Kind, Notice
 from orchestrator.store.models import Escalation, EscalationStatus, Run, RunStatus
@@ -19,10 +22,6 @@ from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
 from orchestrator.telemetry import metrics
 from orchestrator.telemetry.tracing import inject_context, run_span
-
-
-class UserError(ValueError):
-    """Bad input from a chat user: the message is shown to them as is."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,32 @@ def opened_notice(request: str, requester: str, team: str | None) -> Notice:
     return Notice(Kind.OPENED, 0, title, figures={"team": team or "routing"}, requester=requester)
 
 
-def validate_request(config: TeamsConfig, request: str, team: str | None) -> None:
-    if not request.strip():
+def validate_request(
+    config: TeamsConfig, request: str, team: str | None, *, caps: Caps | None = None
+) -> str:
+    """The request as it will be stored, or UserError saying what is wrong with it."""
+    caps = caps or Caps.from_settings()
+    cleaned = intake.clean_text(request, limit=caps.request_chars)
+    if not cleaned:
         raise UserError("The request is empty. Try: /agent <what you need>")
     if team is not None and team not in config.teams:
+        intake.check_text(team, what="team name")
         known = ", ".join(sorted(config.teams))
-        raise UserError(f"Unknown team {team!r}. Teams: {known}")
+        raise UserError(f"Unknown team {intake.strip_controls(team)[:64]!r}. Teams: {known}")
+    return cleaned
+
+
+def check_capacity(
+    store: Store, *, platform: str, channel: str, requester: str, caps: Caps | None = None
+) -> None:
+    """Refuse a run over the per-user or per-channel cap (adapters ask before queueing)."""
+    intake.check_capacity(
+        store,
+        caps or Caps.from_settings(),
+        platform=platform,
+        channel=channel,
+        requester=requester,
+    )
 
 
 def start_run(
@@ -79,11 +98,24 @@ def start_run(
     thread: str | None,
     requester: str,
     origin_key: str | None,
+    caps: Caps | None = None,
     follow_up_of: Run | None = None,
 ) -> tuple[Run, bool]:
     """Create the run (idempotent on origin_key); the caller enqueues its first step.
-    A follow-up starts seeded with the previous run's request, answer and summary."""
-    validate_request(config, request, team)
+
+    `caps` are an entry point's limits on runs in flight: adapters pass
+    `Caps.from_settings()`; without them (internal callers, tests, benchmarks) only the
+    request itself is checked. A redelivered start finds its run by origin key before any
+    cap is counted, so the run it already made never counts against itself. A follow-up
+    starts seeded with the previous run's request, answer and summary.
+    """
+    cleaned = validate_request(config, request, team, caps=caps)
+    if origin_key is not None:
+        existing = store.run_by_origin(origin_key)
+        if existing is not None:
+            return existing, False
+    if caps is not None:
+        intake.check_capacity(store, caps, platform=platform, channel=channel, requester=requester)
     seed = None
     if follow_up_of is not None:
         previous = store.load_checkpoint(follow_up_of.id, follow_up_of.version) or {}
@@ -97,13 +129,13 @@ def start_run(
         }
     run, created = store.create_run(
         origin_key=origin_key,
-        request=request.strip(),
+        request=cleaned,
         team=team,
         platform=platform,
         channel=channel,
         thread=thread,
         requester=requester,
-        opened=opened_notice(request.strip(), requester, team),
+        opened=opened_notice(cleaned, requester, team),
         seed=seed,
     )
     if created:
@@ -119,12 +151,13 @@ def start_run(
 
 def add_human_input(store: Store, run_id: int, text: str, actor: Actor) -> None:
     """A person's reply in the run's thread; the next supervisor step reads it."""
+    text = intake.clean_text(text, limit=Caps.from_settings().request_chars, what="reply")
     run = store.get_run(run_id)
     if run is None:
         raise UserError(f"There is no run {run_id}.")
     if run.status in RunStatus.TERMINAL:
         raise UserError(f"Run {run_id} already ended ({run.status}); start a new one with /agent.")
-    _audit(store, actor, "human_input", "received", run_id=run_id, detail=text.strip()[:4000])
+    _audit(store, actor, "human_input", "received", run_id=run_id, detail=text)
 
 
 def continue_in_thread(
@@ -135,12 +168,13 @@ def continue_in_thread(
     actor: Actor,
     *,
     origin_key: str | None,
+    caps: Caps | None = None,
 ) -> tuple[Run | None, str]:
     """A reply in a run's thread: input for a run still going, else a follow-up run in the
     same thread that knows the previous request and answer ("now make it shorter")."""
     run = store.get_run(run_id)
-    if run is None:
-        raise UserError(f"There is no run {run_id}.")
+    if run is None or not may_see(config, run, actor):
+        raise UserError(f"There is no run {run_id} here.")
     if run.status not in RunStatus.TERMINAL:
         add_human_input(store, run_id, text, actor)
         return None, f"Noted for run {run_id}; the supervisor reads it at its next step."
@@ -155,6 +189,7 @@ def continue_in_thread(
         thread=run.thread or run.opened_ref,
         requester=actor.user,
         origin_key=origin_key,
+        caps=caps,
         follow_up_of=run,
     )
     return new, f"Run {new.id} follows up run {run_id} in this thread."
@@ -191,6 +226,36 @@ def may_approve(config: TeamsConfig, team: str | None, actor: Actor) -> bool:
         return True
     allowed_groups = set(approvers.slack_usergroups) | set(approvers.discord_roles)
     return bool(allowed_groups & set(actor.groups))
+
+
+def may_see(config: TeamsConfig, run: Run, actor: Actor) -> bool:
+    """A run shows in its own channel, and to its team's approvers anywhere.
+
+    Its request, steps, tool results and answer are the channel's business; someone who
+    guesses a run id elsewhere learns nothing, not even that it exists. Channel ids do not
+    collide across platforms (Slack `C…`, Discord snowflakes, `console-…` sessions).
+    """
+    if actor.channel is not None and run.channel == actor.channel:
+        return True
+    return may_approve(config, run.team, actor)
+
+
+def status_report(
+    store: Store, config: TeamsConfig, run_id: int | None, actor: Actor, *, mine: bool = False
+) -> str:
+    """`/agent status [RUN_ID]` as the actor may see it: recent runs of their channel, or
+    with `mine` their own runs on this platform (the console, whose sessions each have a
+    channel of their own)."""
+    if run_id is None:
+        if mine:
+            return reports.status_text(store, None, requester=actor.user, platform=actor.platform)
+        if actor.channel is None:
+            return "No runs here."
+        return reports.status_text(store, None, channel=actor.channel)
+    run = store.get_run(run_id)
+    if run is None or not may_see(config, run, actor):
+        return f"There is no run {run_id} here."
+    return reports.status_text(store, run_id, channel=actor.channel)
 
 
 def decide(
@@ -354,7 +419,11 @@ def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> s
     """The requester or an approver may abort a run that has not ended."""
     run = store.get_run(run_id)
     if run is None:
-        raise UserError(f"There is no run {run_id}.")
+        raise UserError(f"There is no run {run_id} here.")
+    own = run.platform == actor.platform and run.requester == actor.user
+    if not (own or may_see(config, run, actor)):
+        _audit(store, actor, "abort", "refused", run_id=run_id, detail="not visible here")
+        raise UserError(f"There is no run {run_id} here.")
     if actor.user != run.requester and not may_approve(config, run.team, actor):
         _audit(
             store,
@@ -405,8 +474,8 @@ def retry_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> D
     """Run a failed run's failed step again, or answer a paused run's Retry; the requester
     or an approver may. The caller enqueues `resume_version`."""
     run = store.get_run(run_id)
-    if run is None:
-        raise UserError(f"There is no run {run_id}.")
+    if run is None or not may_see(config, run, actor):
+        raise UserError(f"There is no run {run_id} here.")
     pending = [e for e in store.pending_escalations(run_id) if e.guard in RETRYABLE_GUARDS]
     if pending:
         return decide(store, config, pending[0].id, True, actor)

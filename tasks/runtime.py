@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,13 @@ PORT_FACTORIES = {
     "slack": "bot.slack.port:port_from_settings",
     "discord": "bot.discord.port:port_from_settings",
 }
+# How to tell one person privately that a start failed after the platform was acked
+# (Slack: the slash command's response_url, or an ephemeral message).
+REPLIERS = {"slack": "bot.slack.replies:reply"}
+# A port whose factory raised (a failed login, the platform down) is tried again after this
+# many seconds, doubling up to PORT_RETRY_MAX_S; one that returned None is not configured.
+PORT_RETRY_S = 5.0
+PORT_RETRY_MAX_S = 300.0
 
 
 @dataclass
@@ -39,7 +47,9 @@ class Runtime:
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 _ports: dict[str, ChatPort] = {}
-_port_failures: set[str] = set()
+_port_failures: set[str] = set()  # not configured here: never asked again
+_port_retry: dict[str, tuple[float, float]] = {}  # platform -> (next attempt, current wait)
+_port_locks: dict[str, threading.Lock] = {}
 
 
 def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
@@ -118,21 +128,65 @@ def register_port(platform: str, port: ChatPort) -> None:
 
 
 def port_for(platform: str) -> ChatPort | None:
-    if platform in _ports:
-        return _ports[platform]
+    """This process's port for `platform`, made once, by one thread at a time.
+
+    Pool threads ask concurrently; without the lock two of them would each log in (two
+    sessions, one leaked). A factory that raised is retried after a growing wait instead
+    of never again, so a worker whose first login met an outage recovers by itself.
+    """
+    port = _ports.get(platform)
+    if port is not None:
+        return port
     target = PORT_FACTORIES.get(platform)
     if target is None or platform in _port_failures:
         return None
+    with _lock:
+        lock = _port_locks.setdefault(platform, threading.Lock())
+    with lock:
+        port = _ports.get(platform)
+        if port is not None:
+            return port
+        if platform in _port_failures:
+            return None
+        next_try, wait = _port_retry.get(platform, (0.0, 0.0))
+        if time.monotonic() < next_try:
+            return None
+        module_name, _, attr = target.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+            port = factory()
+        except Exception as exc:  # an outage or a bad token: try again later, say when
+            wait = min(max(wait * 2, PORT_RETRY_S), PORT_RETRY_MAX_S)
+            _port_retry[platform] = (time.monotonic() + wait, wait)
+            log.warning(
+                "no %s chat port yet (%s: %s); trying again in %.0fs",
+                platform,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
+            return None
+        _port_retry.pop(platform, None)
+        if port is None:  # not configured in this process: someone else delivers
+            log.info("no %s chat port in this process (not configured)", platform)
+            _port_failures.add(platform)
+            return None
+        _ports[platform] = port
+        return port
+
+
+def tell(platform: str, reply_to: dict[str, Any] | None, text: str) -> bool:
+    """Say `text` privately to whoever `reply_to` names; False when nobody could be told."""
+    target = REPLIERS.get(platform)
+    if not reply_to or target is None:
+        log.warning("cannot tell the %s user (no reply address): %s", platform, text)
+        return False
     module_name, _, attr = target.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-        port = factory()
-    except Exception as exc:  # not configured in this process: someone else delivers
-        log.info("no %s chat port in this process: %s", platform, exc)
-        _port_failures.add(platform)
-        return None
-    if port is None:
-        _port_failures.add(platform)
-        return None
-    _ports[platform] = port
-    return port
+        getattr(importlib.import_module(module_name), attr)(reply_to, text)
+    except Exception as exc:
+        log.warning(
+            "could not tell the %s user %r: %s: %s", platform, text, type(exc).__name__, exc
+        )
+        return False
+    return True

@@ -20,6 +20,7 @@ from celery import Task, signals
 
 from orchestrator import service
 from orchestrator.engine import Outcome, StepOutcome
+from orchestrator.intake import Caps
 from orchestrator.notices import Kind, Notice
 from orchestrator.store.models import RunStatus
 from orchestrator.telemetry import metrics
@@ -33,7 +34,10 @@ log = logging.getLogger(__name__)
 MAX_STEP_RETRIES = 8
 
 
-@app.task(name="switchboard.start_run", bind=True, acks_late=True)
+START_RETRIES = 5
+
+
+@app.task(name="switchboard.start_run", bind=True, acks_late=True, max_retries=START_RETRIES)
 def start_run(
     self: Task,
     *,
@@ -44,24 +48,56 @@ def start_run(
     thread: str | None,
     requester: str,
     origin_key: str,
-) -> int:
-    """Create the run (once per origin key, however often this is delivered) and step it."""
-    rt = runtime.get()
-    run, _created = service.start_run(
-        rt.store,
-        rt.config,
-        request=request,
-        team=team,
-        platform=platform,
-        channel=channel,
-        thread=thread,
-        requester=requester,
-        origin_key=origin_key,
-    )
-    deliver_now(run.id, run.platform)
-    if run.version == 0 and run.status == RunStatus.QUEUED:
-        advance.delay(run.id, 0)
-    return run.id
+    reply_to: dict[str, Any] | None = None,
+) -> int | None:
+    """Create the run (once per origin key, however often this is delivered) and step it.
+
+    This runs after the platform was acked, so nothing may fail silently: a refused request
+    is said to the user at once (through `reply_to`), and any other failure is retried and,
+    if it persists, said too. Retrying is safe: the run is found again by its origin key.
+    """
+    run_id: int | None = None
+    try:
+        rt = runtime.get()
+        run, _created = service.start_run(
+            rt.store,
+            rt.config,
+            request=request,
+            team=team,
+            platform=platform,
+            channel=channel,
+            thread=thread,
+            requester=requester,
+            origin_key=origin_key,
+            caps=Caps.from_settings(),  # counted again here: the bot's count raced others
+        )
+        run_id = run.id
+        deliver_now(run.id, run.platform)
+        if run.version == 0 and run.status == RunStatus.QUEUED:
+            advance.delay(run.id, 0)
+        return run.id
+    except service.UserError as exc:
+        runtime.tell(platform, reply_to, str(exc))
+        return None
+    except Exception as exc:
+        retries = self.request.retries or 0
+        if retries < START_RETRIES:
+            log.warning("start of %s failed (%s); retrying", origin_key, type(exc).__name__)
+            raise self.retry(exc=exc, countdown=min(30, 2**retries)) from exc
+        log.exception("start of %s failed for good", origin_key)
+        if run_id is not None:
+            text = (
+                f"Run {run_id} was saved but could not be queued ({type(exc).__name__}); "
+                "it starts by itself once the queue recovers."
+            )
+        else:
+            text = (
+                f"Your run could not be started ({type(exc).__name__}); nothing was started. "
+                "Try again in a minute; if it keeps failing, ask whoever runs Switchboard "
+                "to check the worker's logs."
+            )
+        runtime.tell(platform, reply_to, text)
+        return None
 
 
 @app.task(name="switchboard.advance", bind=True, acks_late=True, max_retries=None)

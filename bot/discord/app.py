@@ -16,9 +16,11 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot import outage
 from bot.discord.render import MESSAGE_LIMIT, mention, split_text
 from bot.discord.views import EscalationButton
 from orchestrator import reports, service
+from orchestrator.intake import Caps
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
 
@@ -125,8 +127,8 @@ class AgentCommands(
         self, interaction: discord.Interaction[Any], request: str, team: str | None = None
     ) -> None:
         s = self.services
-        try:
-            service.validate_request(s.config, request, team)
+        try:  # a NUL, control characters or an oversized request get a visible answer
+            request = service.validate_request(s.config, request, team)
         except service.UserError as exc:
             await reply(interaction, str(exc))
             return
@@ -152,6 +154,7 @@ class AgentCommands(
             thread=thread,
             requester=str(interaction.user.id),
             origin_key=f"{PLATFORM}:{interaction.id}",
+            caps=Caps.from_settings(),
         )
         if created:
             await asyncio.to_thread(s.enqueue, run.id, 0)
@@ -178,8 +181,9 @@ class AgentCommands(
         run_id: app_commands.Range[int, 1] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        s = self.services
         text = await asyncio.to_thread(
-            reports.status_text, self.services.store, run_id, channel=where(interaction)[0]
+            service.status_report, s.store, s.config, run_id, actor_of(interaction)
         )
         await reply(interaction, mention(text), code=False)
 
@@ -303,10 +307,11 @@ class SwitchboardBot(discord.Client):
 
     async def _apologise(self, interaction: discord.Interaction[Any], exc: BaseException) -> None:
         log.error("discord interaction %s failed", interaction.id, exc_info=exc)
+        cause = outage.describe(exc) if outage.is_database(exc) else type(exc).__name__
         try:
             await reply(
                 interaction,
-                f"Something went wrong on our side ({type(exc).__name__}). Try again in a "
+                f"Something went wrong on our side ({cause}); nothing was done. Try again in a "
                 "moment; if it keeps failing, ask whoever runs Switchboard to check its logs.",
             )
         except discord.HTTPException:

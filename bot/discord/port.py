@@ -181,11 +181,17 @@ def port_from_settings() -> DiscordPort | None:
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if not token:
         return None
+    from bot.discord.endpoints import apply_from_env
     from tasks import bridge
 
+    apply_from_env()  # DISCORD_API_URL: a REST proxy, or a test's stand-in
     with _lock:
         loop = bridge.loop()
         http = HTTPClient(loop, http_trace=rate_limit_trace(), max_ratelimit_timeout=MAX_WAIT_S)
-        bridge.run(http.static_login(token), timeout=60)
+        try:
+            bridge.run(http.static_login(token), timeout=60)
+        except BaseException:
+            bridge.run(http.close(), timeout=10)  # a failed login must not leak its session
+            raise
     log.info("discord port ready in this process")
     return DiscordPort(http, loop)

@@ -139,7 +139,14 @@ class Listeners:
     # --- the grammar -------------------------------------------------------------------------
 
     async def execute(
-        self, text: str, *, user: str, channel: str, thread: str | None, origin: str
+        self,
+        text: str,
+        *,
+        user: str,
+        channel: str,
+        thread: str | None,
+        origin: str,
+        response_url: str | None = None,
     ) -> Reply:
         """Run one /agent command; the reply is what the user should see (ephemerally)."""
         try:
@@ -149,10 +156,11 @@ class Listeners:
         core = self.core
         try:
             if isinstance(command, commands.StartRun):
-                return await self._start(command, user, channel, thread, origin)
+                return await self._start(command, user, channel, thread, origin, response_url)
             if isinstance(command, commands.Status):
+                actor = service.Actor(user, PLATFORM, channel, await self.groups.groups_of(user))
                 report = await self._db(
-                    reports.status_text, core.store, command.run_id, channel=channel
+                    service.status_report, core.store, core.config, command.run_id, actor
                 )
                 return Reply(_code(report))
             if isinstance(command, commands.Abort):
@@ -189,27 +197,46 @@ class Listeners:
         channel: str,
         thread: str | None,
         origin: str,
+        response_url: str | None,
     ) -> Reply:
-        service.validate_request(self.core.config, command.request, command.team)
+        request = service.validate_request(self.core.config, command.request, command.team)
+        try:  # early word on the caps; the worker counts again when it creates the run
+            await self._db(
+                service.check_capacity,
+                self.core.store,
+                platform=PLATFORM,
+                channel=channel,
+                requester=user,
+            )
+        except service.UserError:
+            raise
+        except Exception as exc:
+            log.warning("cannot count runs in flight: %s: %s", type(exc).__name__, exc)
         problem = await self._membership_problem(channel)
         if problem:
             return Reply(problem)
+        # Whatever stops the worker from starting the run after our ack reaches the user
+        # here: the slash command's response_url, or an ephemeral message in the thread.
+        reply_to = {"user": user, "channel": channel, "thread": thread}
+        if response_url:
+            reply_to["response_url"] = response_url
         queued = await self._enqueue(
             self.core.queue.start_run,
-            request=command.request,
+            request=request,
             team=command.team,
             platform=PLATFORM,
             channel=channel,
             thread=thread,
             requester=user,
             origin_key=origin,
+            reply_to=reply_to,
         )
         if not queued:
             return Reply(QUEUE_DOWN)
         team = f"team {command.team}" if command.team else "a router picks the team"
         where = "in this thread" if thread else "in this channel"
         return Reply(
-            f"Queued ({team}): {escape(command.request[:300])}\nThe run opens {where} shortly.",
+            f"Queued ({team}): {escape(request[:300])}\nThe run opens {where} shortly.",
             started=True,
         )
 
@@ -222,6 +249,7 @@ class Listeners:
             channel=command["channel_id"],
             thread=None,
             origin=f"slack:cmd:{command.get('trigger_id') or command.get('command_ts', '')}",
+            response_url=command.get("response_url"),
         )
         await ack(response_type="ephemeral", text=reply.text)
 
@@ -272,8 +300,8 @@ class Listeners:
         message = body.get("message") or {}
         thread = message.get("thread_ts") or message.get("ts")
         try:
-            escalation_id = int(action.get("value") or "")
-        except ValueError:
+            escalation_id = commands.parse_id(str(action.get("value") or ""), "escalation id")
+        except commands.CommandError:
             await self._ephemeral(channel, user, "That button carries no escalation id.", thread)
             return
         actor = service.Actor(user, PLATFORM, channel, await self.groups.groups_of(user))

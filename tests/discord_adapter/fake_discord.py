@@ -1,8 +1,11 @@
-"""A local stand-in for Discord's REST API and payload builders for gateway events.
+"""A local stand-in for Discord's REST API and gateway, and payload builders for events.
 
 discord.py's own HTTPClient and webhook adapter talk to it once `discord.http.Route.BASE`
-points here. It records every call, keeps the messages and threads it was asked to make,
-and can answer the next calls to a route with 429 like Discord does.
+points here (DISCORD_API_URL). It records every call, keeps the messages and threads it was
+asked to make, and can answer the next calls to a route with 429 like Discord does, or
+refuse the next logins with 401. Its gateway (DISCORD_GATEWAY_URL) follows Discord's
+documented handshake: Hello (op 10), Identify (op 2) answered by READY, Heartbeat (op 1)
+answered by Heartbeat ACK (op 11), zlib-stream transport compression when asked for.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import itertools
 import json
 import threading
 import time
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 T = TypeVar("T")
 GUILD = "1100000000000000001"
@@ -84,14 +88,20 @@ class FakeDiscord:
         self.throttle: dict[tuple[str, str], list[float]] = {}  # (method, path prefix) -> waits
         self._ids = itertools.count(1_200_000_000_000_000_000)
         self._lock = threading.Lock()
+        self.refuse_logins = 0  # answer the next GET /users/@me with 401, this many times
+        self.gateway_received: list[dict[str, Any]] = []  # payloads clients sent, in order
+        self.gateway_closed: list[int | None] = []  # the close code of each finished connection
         self.loop = LoopThread("fake-discord")
         self.url = self.loop.run(self._start())
+        self.gateway_url = self.url.replace("http://", "ws://") + "/gateway"
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def _start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/api/v10/{tail:.*}", self._handle)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/gateway/", self._gateway)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -161,6 +171,9 @@ class FakeDiscord:
 
     def _answer(self, method: str, path: str, body: Any, files: dict[str, str]) -> web.Response:
         parts = path.strip("/").split("/")
+        if path == "/users/@me" and self.refuse_logins > 0:
+            self.refuse_logins -= 1
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         if path == "/users/@me":
             return _json(user(BOT, "switchboard", bot=True))
         if path == "/oauth2/applications/@me":
@@ -213,6 +226,62 @@ class FakeDiscord:
             return _json(message)
         return _json({"message": f"fake discord: no route {method} {path}"},
                                  status=404)  # fmt: skip
+
+    # --- the gateway ------------------------------------------------------------------------
+
+    def identified(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [p["d"] for p in self.gateway_received if p.get("op") == 2]
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        compression = request.query.get("compress")
+        if compression not in (None, "zlib-stream"):
+            await socket.close(code=4000, message=b"fake discord: only zlib-stream")
+            return socket
+        stream = zlib.compressobj() if compression else None
+        sequence = itertools.count(1)
+
+        async def send(op: int, data: Any, event: str | None = None) -> None:
+            payload = {"op": op, "d": data, "s": next(sequence) if op == 0 else None, "t": event}
+            raw = json.dumps(payload).encode()
+            if stream is None:
+                await socket.send_str(raw.decode())
+            else:  # one shared zlib context; every message ends with a Z_SYNC_FLUSH
+                await socket.send_bytes(stream.compress(raw) + stream.flush(zlib.Z_SYNC_FLUSH))
+
+        await send(10, {"heartbeat_interval": 41250})
+        code: int | None = None
+        while True:
+            message = await socket.receive()
+            if message.type == WSMsgType.CLOSE:
+                code = message.data  # the code the client closed with
+                await socket.close()
+                break
+            if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+            if message.type != WSMsgType.TEXT:
+                continue
+            payload = json.loads(message.data)
+            with self._lock:
+                self.gateway_received.append(payload)
+            if payload.get("op") == 1:
+                await send(11, None)
+            elif payload.get("op") == 2:
+                await send(0, self._ready(), "READY")
+            elif payload.get("op") == 6:  # no sessions survive here: resume is refused
+                await send(9, False)
+        with self._lock:
+            self.gateway_closed.append(code)  # None: the connection dropped without a close
+        return socket
+
+    def _ready(self) -> dict[str, Any]:
+        return {
+            "v": 10, "user": user(BOT, "switchboard", bot=True), "guilds": [],
+            "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
+            "application": {"id": APP, "flags": 0}, "private_channels": [],
+        }  # fmt: skip
 
     def _message(self, channel_id: str, body: dict[str, Any], files: dict[str, str]) -> dict:
         message_id = self.new_id()

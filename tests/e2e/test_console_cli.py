@@ -112,7 +112,9 @@ def test_help_explains_every_subcommand() -> None:
         ["db", "upgrade"],
         ["teams", "validate"],
         ["slack"],
+        ["slack", "manifest"],
         ["discord"],
+        ["init"],
     ):
         result = subprocess.run(
             [sys.executable, "-m", "bot.cli", *args, "--help"], capture_output=True, text=True

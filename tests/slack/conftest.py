@@ -156,7 +156,13 @@ class Bot:
         return httpx.post(self.url + "/slack/events", content=body, headers=all_headers, timeout=15)
 
     def command(
-        self, text: str, *, channel: str, user: str = "UREQUEST1", **kw: Any
+        self,
+        text: str,
+        *,
+        channel: str,
+        user: str = "UREQUEST1",
+        response_url: str = "https://hooks.invalid/commands/1",
+        **kw: Any,
     ) -> httpx.Response:
         body = urlencode(
             {
@@ -170,7 +176,7 @@ class Bot:
                 "command": "/agent",
                 "text": text,
                 "api_app_id": "A0TEST",
-                "response_url": "https://hooks.invalid/commands/1",
+                "response_url": response_url,
                 "trigger_id": f"trig.{uuid.uuid4().hex}",
             }
         )

@@ -3,7 +3,9 @@
 It speaks the methods the adapter uses (auth.test, chat.postMessage, chat.update,
 chat.postEphemeral, conversations.info, usergroups.list, users.info), can answer the next
 call of a method with HTTP 429 + Retry-After or with a Slack error such as `not_in_channel`,
-and binds port 0. Point a WebClient at `.url` (SLACK_API_URL).
+and binds port 0. Point a WebClient at `.url` (SLACK_API_URL). It also takes POSTs to the
+`response_url` of slash commands and actions (`.response_url()` makes one): a JSON message
+answered with 200 and the body `ok`, recorded as method "response_url".
 
 The AI-app methods answer as Slack documents them: `chat.startStream` needs a `thread_ts`
 and, in a channel, `recipient_user_id` and `recipient_team_id` (`missing_recipient_…`);
@@ -104,6 +106,14 @@ class FakeSlack:
                     params = dict(parse_qsl(raw))
                 path, _, query = self.path.partition("?")
                 params = {**dict(parse_qsl(query)), **params}
+                if path.startswith("/hooks/"):
+                    outer._hook(path, params)
+                    self.send_response(200)
+                    self.send_header("content-type", "text/plain")
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                    return
                 method = path.rsplit("/", 1)[-1]
                 status, body, headers = outer._answer(method, params)
                 data = json.dumps(body).encode()
@@ -177,6 +187,23 @@ class FakeSlack:
                 return value
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; calls: {self.calls[-20:]}")
+
+    def response_url(self, name: str) -> str:
+        """A response_url that lands here (Slack's are https://hooks.slack.com/commands/...)."""
+        return self.url.removesuffix("api/") + f"hooks/commands/{TEAM}/{name}"
+
+    def responses(self, name: str) -> list[Call]:
+        """Messages posted to the response_url made by `response_url(name)`."""
+        with self._lock:
+            return [
+                c
+                for c in self.calls
+                if c.method == "response_url" and c.params["path"].endswith(f"/{name}")
+            ]
+
+    def _hook(self, path: str, params: dict[str, Any]) -> None:
+        with self._lock:
+            self.calls.append(Call("response_url", {**params, "path": path}, time.monotonic()))
 
     # --- the API -------------------------------------------------------------------------------
 

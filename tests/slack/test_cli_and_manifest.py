@@ -102,3 +102,16 @@ def test_manifest_declares_what_the_adapter_uses() -> None:
     assert "users:read" in scopes  # display names (users.info)
     # Optional AI-app features: thread status and streamed progress.
     assert "assistant:write" in scopes and "assistant_view" in manifest["features"]
+
+
+def test_slack_manifest_command_prints_the_manifest_from_any_directory(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "slack", "manifest"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (ROOT / "bot" / "slack" / "manifest.yml").read_text()
+    assert yaml.safe_load(result.stdout)["features"]["slash_commands"][0]["command"] == "/agent"
