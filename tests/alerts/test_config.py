@@ -211,7 +211,7 @@ def test_teams_file_with_alerts_loads(tmp_path: Path) -> None:
         ),
         (
             {"routes": [{"matchers": ["severity"], "channel": {"platform": "slack", "id": "C1"}}]},
-            "alerts.routes.0.matchers: Value error, bad matcher 'severity'",
+            "alerts.routes.0.matchers: bad matcher 'severity'",
         ),
         (
             {"routes": [{"channel": {"platform": "irc", "id": "C1"}}]},
@@ -219,7 +219,7 @@ def test_teams_file_with_alerts_loads(tmp_path: Path) -> None:
         ),
         (
             {"routes": [{"request": "{{ labels.x ", "channel": {"platform": "slack", "id": "C1"}}]},
-            "alerts.routes.0.request: Value error, template error on line 1",
+            "alerts.routes.0.request: template error on line 1",
         ),
         ({"per_channel": {"runs": 0}}, "alerts.per_channel.runs: Input should be greater"),
         ({"routs": []}, "alerts.routs: Extra inputs are not permitted"),
