@@ -56,7 +56,7 @@ def clean(text: str) -> str:
     return _ESCAPES.sub("", text.replace("\r\n", "\n"))
 
 
-_ANSWER_WORDS = {APPROVE: "approve", REJECT: "reject", ABORT: "abort"}
+_ANSWER_WORDS = {APPROVE: "approve", REJECT: "reject", ABORT: "abort"}  # no button for notes
 
 
 def _answers(notice: Notice) -> str:

@@ -36,6 +36,7 @@ class Action:
 APPROVE = "escalation_approve"
 ABORT = "escalation_abort"
 REJECT = "escalation_reject"  # a tool call refused (or skipped); the run goes on
+APPROVE_NOTE = "escalation_approve_note"  # Approve with guidance the supervisor reads
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def escalation_actions(
     value = str(escalation_id)
     return (
         Action(APPROVE, approve_label or f"Approve ({grant})", value, style="primary"),
+        Action(APPROVE_NOTE, "Approve with note…", value),
         Action(
             ABORT,
             "Abort",

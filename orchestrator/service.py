@@ -172,6 +172,7 @@ def continue_in_thread(
 ) -> tuple[Run | None, str]:
     """A reply in a run's thread: input for a run still going, else a follow-up run in the
     same thread that knows the previous request and answer ("now make it shorter")."""
+    text = intake.clean_text(text, limit=Caps.from_settings().request_chars, what="reply")
     run = store.get_run(run_id)
     if run is None or not may_see(config, run, actor):
         raise UserError(f"There is no run {run_id} here.")

@@ -143,6 +143,31 @@ class AgentCommands(
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         channel, thread = where(interaction)
+        earlier = None
+        if thread is not None:
+            earlier = await asyncio.to_thread(s.store.run_in_thread, PLATFORM, channel, thread)
+        if earlier is not None:
+            # Inside a run's thread: input while it runs, a follow-up once it ended.
+            actor = actor_of(interaction)
+            try:
+                follow, message = await asyncio.to_thread(
+                    lambda: service.continue_in_thread(
+                        s.store,
+                        s.config,
+                        earlier.id,
+                        request,
+                        actor,
+                        origin_key=f"{PLATFORM}:{interaction.id}",
+                        caps=Caps.from_settings(),
+                    )
+                )
+            except service.UserError as exc:
+                await reply(interaction, str(exc))
+                return
+            if follow is not None and follow.version == 0:
+                await asyncio.to_thread(s.enqueue, follow.id, 0)
+            await reply(interaction, message)
+            return
         run, created = await asyncio.to_thread(
             service.start_run,
             s.store,
@@ -279,14 +304,23 @@ class SwitchboardBot(discord.Client):
             log.info("synced /agent globally (may take a while to appear)")
 
     async def decide_from_click(
-        self, interaction: discord.Interaction[Any], escalation_id: int, approve: bool
+        self,
+        interaction: discord.Interaction[Any],
+        escalation_id: int,
+        approve: bool,
+        *,
+        reject: bool = False,
+        note: str | None = None,
     ) -> None:
-        """Approve or Abort from a button; the outbox then edits the escalation message."""
+        """A button or a note modal's decision; the outbox then edits the escalation message."""
         s = self.services
         try:
             await interaction.response.defer(ephemeral=True, thinking=True)
+            actor = actor_of(interaction)
             result = await asyncio.to_thread(
-                service.decide, s.store, s.config, escalation_id, approve, actor_of(interaction)
+                lambda: service.decide(
+                    s.store, s.config, escalation_id, approve, actor, reject=reject, note=note
+                )
             )
             if result.resume_version is not None and result.run_id is not None:
                 await asyncio.to_thread(s.enqueue, result.run_id, result.resume_version)

@@ -15,6 +15,7 @@ are created idempotently on an origin key, so a retry racing the first delivery 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -24,7 +25,6 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import or_, select
 
 from bot import commands
 from bot.slack.directory import UserGroups
@@ -32,8 +32,9 @@ from bot.slack.port import PLATFORM, SlackSettings, error_code
 from bot.slack.queue import Queue
 from bot.slack.render import escape
 from orchestrator import reports, service
-from orchestrator.notices import ABORT, APPROVE
-from orchestrator.store.models import InboundEvent, Run
+from orchestrator.intake import Caps
+from orchestrator.notices import ABORT, APPROVE, APPROVE_NOTE, REJECT
+from orchestrator.store.models import InboundEvent
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
 from orchestrator.telemetry.metrics import CHAT_API_ERRORS
@@ -98,19 +99,6 @@ class Listeners:
     def _processed(self, key: str) -> bool:
         with self.core.store.sessions() as session:
             return session.get(InboundEvent, key) is not None
-
-    def _run_in_thread(self, channel: str, thread_ts: str) -> Run | None:
-        with self.core.store.sessions() as session:
-            return session.scalar(
-                select(Run)
-                .where(
-                    Run.platform == PLATFORM,
-                    Run.channel == channel,
-                    or_(Run.thread == thread_ts, Run.opened_ref == thread_ts),
-                )
-                .order_by(Run.id.desc())
-                .limit(1)
-            )
 
     async def _ephemeral(self, channel: str, user: str, text: str, thread: str | None) -> None:
         try:
@@ -266,14 +254,28 @@ class Listeners:
         text = _BOT_MENTION.sub("", event.get("text") or "", count=1).strip()
         thread_ts = event.get("thread_ts")
         if thread_ts and thread_ts != ts:
-            run = await self._db(self._run_in_thread, channel, thread_ts)
+            run = await self._db(self.core.store.run_in_thread, PLATFORM, channel, thread_ts)
             if run is not None:
+                # Input for a run still going; a follow-up run in the thread once it ended.
                 actor = service.Actor(user, PLATFORM, channel)
+                core = self.core
                 try:
-                    await self._db(service.add_human_input, self.core.store, run.id, text, actor)
-                    message = f"Noted for run {run.id}; the supervisor reads it at its next step."
+                    follow, message = await self._db(
+                        lambda: service.continue_in_thread(
+                            core.store,
+                            core.config,
+                            run.id,
+                            text,
+                            actor,
+                            origin_key=f"slack:msg:{channel}:{ts}",
+                            caps=Caps.from_settings(),
+                        )
+                    )
                 except service.UserError as exc:
-                    message = str(exc)
+                    follow, message = None, str(exc)
+                if follow is not None and follow.version == 0:
+                    await self._enqueue(core.queue.advance, follow.id, 0)
+                    await self._enqueue(core.queue.notify, [follow.id])
                 await self._ephemeral(channel, user, message, thread_ts)
                 return
         reply = await self.execute(
@@ -294,20 +296,79 @@ class Listeners:
         await ack()
         approve = action.get("action_id") == APPROVE
         user = body["user"]["id"]
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-            "channel_id", ""
-        )
-        message = body.get("message") or {}
-        thread = message.get("thread_ts") or message.get("ts")
+        channel, thread = _where(body)
         try:
-            escalation_id = commands.parse_id(str(action.get("value") or ""), "escalation id")
-        except commands.CommandError:
+            escalation_id = int(action.get("value") or "")
+        except ValueError:
             await self._ephemeral(channel, user, "That button carries no escalation id.", thread)
             return
+        await self._decide(escalation_id, user, channel, thread, approve=approve)
+
+    async def on_note_button(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        """Reject… and Approve with note… ask for the words in a modal (views.open)."""
+        await ack()
+        user = body["user"]["id"]
+        channel, thread = _where(body)
+        reject = action.get("action_id") == REJECT
+        try:
+            escalation_id = int(action.get("value") or "")
+        except ValueError:
+            await self._ephemeral(channel, user, "That button carries no escalation id.", thread)
+            return
+        view = note_modal(escalation_id, reject=reject, channel=channel, thread=thread)
+        try:
+            await self.client.views_open(trigger_id=body["trigger_id"], view=view)
+        except SlackApiError as exc:
+            CHAT_API_ERRORS.labels(platform=PLATFORM, error=error_code(exc)).inc()
+            what = "reject" if reject else "approve with a note"
+            await self._ephemeral(
+                channel,
+                user,
+                f"Slack did not open the form ({error_code(exc)}); to {what}, press the "
+                "button again.",
+                thread,
+            )
+
+    async def on_note_submitted(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """The modal's words: the reason for a rejection, or guidance with an approval."""
+        await ack()
+        view = body.get("view") or {}
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+            escalation_id = int(meta["escalation"])
+        except (ValueError, KeyError, TypeError):
+            return
+        values = (view.get("state") or {}).get("values") or {}
+        note = ((values.get(NOTE_BLOCK) or {}).get(NOTE_INPUT) or {}).get("value") or ""
+        await self._decide(
+            escalation_id,
+            body["user"]["id"],
+            meta.get("channel", ""),
+            meta.get("thread"),
+            approve=not meta.get("reject"),
+            reject=bool(meta.get("reject")),
+            note=note.strip() or None,
+        )
+
+    async def _decide(
+        self,
+        escalation_id: int,
+        user: str,
+        channel: str,
+        thread: str | None,
+        *,
+        approve: bool,
+        reject: bool = False,
+        note: str | None = None,
+    ) -> None:
         actor = service.Actor(user, PLATFORM, channel, await self.groups.groups_of(user))
         core = self.core
         result = await self._db(
-            service.decide, core.store, core.config, escalation_id, approve, actor
+            lambda: service.decide(
+                core.store, core.config, escalation_id, approve, actor, reject=reject, note=note
+            )
         )
         if result.outcome != service.DecisionOutcome.APPLIED:
             await self._ephemeral(channel, user, result.message, thread)
@@ -319,12 +380,53 @@ class Listeners:
             await self._ephemeral(
                 channel,
                 user,
-                f"Approved, but the task queue is not answering; run {result.run_id} "
+                f"Decided, but the task queue is not answering; run {result.run_id} "
                 "resumes by itself once it is back.",
                 thread,
             )
         # The decision notice updates the escalation message; deliver it now, not after a step.
         await self._enqueue(core.queue.notify, [result.run_id])
+
+
+NOTE_CALLBACK = "switchboard_note"
+NOTE_BLOCK = "note"
+NOTE_INPUT = "text"
+
+
+def _where(body: dict[str, Any]) -> tuple[str, str | None]:
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id", ""
+    )
+    message = body.get("message") or {}
+    return channel, message.get("thread_ts") or message.get("ts")
+
+
+def note_modal(escalation_id: int, *, reject: bool, channel: str, thread: str | None) -> dict:
+    """The Block Kit modal asking for a rejection's reason or an approval's guidance."""
+    meta = {"escalation": escalation_id, "reject": reject, "channel": channel, "thread": thread}
+    label = "Why not? The worker reads this." if reject else "Guidance for the supervisor"
+    return {
+        "type": "modal",
+        "callback_id": NOTE_CALLBACK,
+        "private_metadata": json.dumps(meta),
+        "title": {"type": "plain_text", "text": "Reject the call" if reject else "Approve"},
+        "submit": {"type": "plain_text", "text": "Reject" if reject else "Approve"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": NOTE_BLOCK,
+                "optional": True,
+                "label": {"type": "plain_text", "text": label},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": NOTE_INPUT,
+                    "multiline": True,
+                    "max_length": 2000,
+                },
+            }
+        ],
+    }
 
 
 def build_app(core: Core, settings: SlackSettings, *, socket_mode: bool = False) -> AsyncApp:
@@ -348,6 +450,15 @@ def build_app(core: Core, settings: SlackSettings, *, socket_mode: bool = False)
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
     ) -> None:
         await listeners.on_decision(ack, body, action)
+
+    @app.action(REJECT)
+    @app.action(APPROVE_NOTE)
+    async def note_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await listeners.on_note_button(ack, body, action)
+
+    @app.view(NOTE_CALLBACK)
+    async def note_submitted(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await listeners.on_note_submitted(ack, body)
 
     @app.event("app_mention")
     async def app_mention(body: dict[str, Any], event: dict[str, Any]) -> None:

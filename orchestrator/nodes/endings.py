@@ -9,7 +9,7 @@ from orchestrator import guards, wording
 from orchestrator import state as st
 from orchestrator.guards import Verdict
 from orchestrator.nodes.context import NodeResult, StepContext, figure_strings
-from orchestrator.notices import Kind, Notice, escalation_actions
+from orchestrator.notices import Action, Kind, Notice, escalation_actions
 from orchestrator.store.models import RunStatus
 
 RETRYABLE_PAUSES = frozenset({"protocol_failure", "provider_failure"})
@@ -81,7 +81,7 @@ def escalate(ctx: StepContext, verdict: Verdict) -> NodeResult:
         f"Run {ctx.run.id} paused: {what}",
         body=f"{verdict.reason}\n{follow}",
         figures=verdict.figures,
-        actions=escalation_actions(0, grant, approve_label="Retry" if retry else None),
+        actions=_actions(retry, grant),
         requester=ctx.run.requester,
         guard=verdict.guard,
     )
@@ -101,6 +101,11 @@ def escalate(ctx: StepContext, verdict: Verdict) -> NodeResult:
         notices=(notice,),
         escalation=escalation,
     )
+
+
+def _actions(retry: bool, grant: str) -> tuple[Action, ...]:
+    approve, note, abort = escalation_actions(0, grant, approve_label="Retry" if retry else None)
+    return (approve, abort) if retry else (approve, note, abort)
 
 
 def partial_results(state: st.State) -> str:

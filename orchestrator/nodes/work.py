@@ -26,7 +26,15 @@ from orchestrator.nodes.context import (
     progress,
 )
 from orchestrator.nodes.tools import APPROVAL, IN_DOUBT, Pending, ToolRunner, pretty_arguments
-from orchestrator.notices import APPROVE, REJECT, Action, Kind, Notice, escalation_actions
+from orchestrator.notices import (
+    APPROVE,
+    APPROVE_NOTE,
+    REJECT,
+    Action,
+    Kind,
+    Notice,
+    escalation_actions,
+)
 from orchestrator.store.models import Escalation, RunStatus
 from orchestrator.store.tool_ledger import Origin, ToolLedger
 from orchestrator.teams import Team, Worker
@@ -220,14 +228,15 @@ def _hold(ctx: StepContext, turns: list[Turn]) -> NodeResult:
             "not repeated blindly. Retry runs it again; Skip tells the worker it may or may "
             "not have happened."
         )
-        actions: tuple[Action, ...] = escalation_actions(0, "retry", approve_label="Retry")
-        actions = (actions[0], Action(REJECT, "Skip", "0"), actions[1])
+        retry, _, abort = escalation_actions(0, "retry", approve_label="Retry")
+        actions: tuple[Action, ...] = (retry, Action(REJECT, "Skip", "0"), abort)
     else:
         title = f"Run {ctx.run.id} wants to use {', '.join(p.label for _, p in held)}"
         intro = "Approve runs the call; Reject tells the worker why not, so it can change course."
         actions = (
             Action(APPROVE, "Approve", "0", style="primary"),
-            Action(REJECT, "Reject", "0", style="danger"),
+            Action(APPROVE_NOTE, "Approve with note…", "0"),
+            Action(REJECT, "Reject…", "0", style="danger"),
         )
     guard = IN_DOUBT if doubt else APPROVAL
     reason = intro + "\n\n" + "\n\n".join(lines)

@@ -202,6 +202,20 @@ class Store:
             assert existing is not None
             return existing, False
 
+    def run_in_thread(self, platform: str, channel: str, thread: str) -> Run | None:
+        """The newest run posting into this thread (a follow-up shares its thread)."""
+        with self.sessions() as session:
+            return session.scalar(
+                select(Run)
+                .where(
+                    Run.platform == platform,
+                    Run.channel == channel,
+                    or_(Run.thread == thread, Run.opened_ref == thread),
+                )
+                .order_by(Run.id.desc())
+                .limit(1)
+            )
+
     def run_by_origin(self, origin_key: str) -> Run | None:
         with self.sessions() as session:
             return session.scalar(select(Run).where(Run.origin_key == origin_key))

@@ -370,3 +370,23 @@ def click(
     data = {"custom_id": custom_id, "component_type": 2}
     payload = _interaction(3, who, data, message=message)
     return {**payload, "channel_id": channel["id"], "channel": channel}
+
+
+def modal_submit(
+    who: dict[str, Any], modal: dict[str, Any], values: dict[str, str], channel: dict[str, Any]
+) -> dict[str, Any]:
+    """INTERACTION_CREATE (type 5, MODAL_SUBMIT) for the modal a bot answered an interaction
+    with (callback type 9): each text input's value under its custom_id, as Discord sends."""
+
+    def submitted(component: dict[str, Any]) -> dict[str, Any]:
+        if component["type"] == 1:  # an action row
+            return {"type": 1, "components": [submitted(c) for c in component["components"]]}
+        if component["type"] == 18:  # a label around one component
+            return {"type": 18, "component": submitted(component["component"])}
+        return {"type": component["type"], "custom_id": component["custom_id"],
+                "value": values.get(component["custom_id"], "")}  # fmt: skip
+
+    data = {"custom_id": modal["custom_id"],
+            "components": [submitted(c) for c in modal["components"]]}  # fmt: skip
+    payload = _interaction(5, who, data)
+    return {**payload, "channel_id": channel["id"], "channel": channel}

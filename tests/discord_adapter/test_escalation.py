@@ -7,7 +7,7 @@ import copy
 
 from orchestrator.store.models import EscalationStatus, RunStatus
 from tests.discord_adapter.conftest import APPROVER_ROLE
-from tests.discord_adapter.fake_discord import click, member, slash
+from tests.discord_adapter.fake_discord import click, member, modal_submit, slash
 
 ALICE = "1100000000000000101"
 BOB = "1100000000000000102"
@@ -106,3 +106,34 @@ def test_refusal_then_approve_after_restart_then_abort(make_harness):
     late = h.dispatch(click(carol, stale, approve["custom_id"], h.fake.threads[run.thread]))
     text = h.fake.wait_for(lambda: h.followups(late), what="the late reply")[0]["content"]
     assert text.startswith("Already approved")
+
+
+def test_approve_with_a_note_opens_a_modal_and_the_note_reaches_the_run(make_harness):
+    h = make_harness(**LOOPING)
+    run, escalation = _start_looping_run(h)
+    message = _escalation_message(h, run, escalation.id)
+    note = _buttons(message)[f"switchboard:note:{escalation.id}"]
+    carol = member(CAROL, "carol", [APPROVER_ROLE])
+    pressed = h.dispatch(click(carol, message, note["custom_id"], h.fake.threads[run.thread]))
+    answer = h.callback(pressed)
+    assert answer["type"] == 9  # MODAL
+    modal = answer["data"]
+    inputs = [
+        c
+        for row in modal["components"]
+        for c in (row.get("components") or [row.get("component")])
+        if c and c["type"] == 4
+    ]
+    assert inputs and modal["title"]
+    values = {inputs[0]["custom_id"]: "tidy only the index page"}
+    submitted = h.dispatch(modal_submit(carol, modal, values, h.fake.threads[run.thread]))
+    reply = h.fake.wait_for(lambda: h.followups(submitted), what="the decision reply")[0]
+    assert "Approved by" in reply["content"]
+    decided = h.store.escalation(escalation.id)
+    assert (
+        decided.status == EscalationStatus.APPROVED and decided.note == "tidy only the index page"
+    )
+    assert any(
+        a.action == "human_input" and a.detail == "tidy only the index page"
+        for a in h.store.audit_entries(run.id)
+    )

@@ -191,6 +191,7 @@ class Bot:
         message_ts: str,
         thread_ts: str,
         user: str,
+        trigger: str | None = None,
     ) -> httpx.Response:
         payload = {
             "type": "block_actions",
@@ -204,7 +205,7 @@ class Bot:
                 "channel_id": channel,
                 "is_ephemeral": False,
             },
-            "trigger_id": f"trig.{uuid.uuid4().hex}",
+            "trigger_id": trigger or f"trig.{uuid.uuid4().hex}",
             "channel": {"id": channel, "name": "test"},
             "message": {
                 "type": "message",
@@ -222,6 +223,34 @@ class Bot:
                     "action_ts": str(time.time()),
                 }
             ],
+        }
+        body = urlencode({"payload": json.dumps(payload)})
+        return self.post(body, "application/x-www-form-urlencoded")
+
+    def submit_view(
+        self, view: dict[str, Any], values: dict[str, str], *, user: str
+    ) -> httpx.Response:
+        """A view_submission as Slack sends it when someone presses the modal's submit:
+        each input's value under state.values[block_id][action_id]."""
+        state = {
+            block["block_id"]: {
+                block["element"]["action_id"]: {
+                    "type": block["element"]["type"],
+                    "value": values.get(block["block_id"]),
+                }
+            }
+            for block in view.get("blocks", [])
+            if block.get("type") == "input"
+        }
+        payload = {
+            "type": "view_submission",
+            "team": {"id": "T0TESTTEAM", "domain": "test"},
+            "user": {"id": user, "username": user, "team_id": "T0TESTTEAM"},
+            "api_app_id": "A0TEST",
+            "token": "legacy",
+            "trigger_id": f"trig.{uuid.uuid4().hex}",
+            "view": {**view, "state": {"values": state}},
+            "response_urls": [],
         }
         body = urlencode({"payload": json.dumps(payload)})
         return self.post(body, "application/x-www-form-urlencoded")

@@ -22,6 +22,7 @@ import itertools
 import json
 import threading
 import time
+import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,6 +90,8 @@ class FakeSlack:
         self._failures: dict[str, deque[_Failure]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
+        self._triggers: dict[str, float] = {}  # trigger_id → when Slack issued it
+        self.views: list[dict[str, Any]] = []  # modals opened with views.open
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -141,6 +144,13 @@ class FakeSlack:
         self.httpd.server_close()
 
     # --- test controls -----------------------------------------------------------------------
+
+    def trigger(self) -> str:
+        """A trigger_id as Slack puts in an interaction payload: usable once, for 3 s."""
+        trigger = f"{next(self._ts)}.{int(time.time())}.{uuid.uuid4().hex[:32]}"
+        with self._lock:
+            self._triggers[trigger] = time.monotonic()
+        return trigger
 
     def fail_next(
         self,
@@ -201,6 +211,31 @@ class FakeSlack:
                 if c.method == "response_url" and c.params["path"].endswith(f"/{name}")
             ]
 
+    def _view_refusal(self, params: dict[str, Any]) -> str | None:
+        """views.open's documented errors: a trigger is good once, for 3 seconds; a modal
+        needs a title of at most 24 characters and at most 100 blocks."""
+        trigger = str(params.get("trigger_id") or "")
+        issued = self._triggers.get(trigger)
+        if issued is None:
+            return "invalid_trigger_id"
+        if issued < 0:
+            return "exchanged_trigger_id"
+        if time.monotonic() - issued > 3:
+            return "expired_trigger_id"
+        self._triggers[trigger] = -1.0
+        try:
+            view = (
+                params["view"] if isinstance(params["view"], dict) else json.loads(params["view"])
+            )
+        except (KeyError, ValueError):
+            return "invalid_arguments"
+        title = (view.get("title") or {}).get("text") or ""
+        if view.get("type") != "modal" or not title or len(title) > 24:
+            return "invalid_arguments"
+        if len(view.get("blocks") or []) > 100:
+            return "invalid_arguments"
+        return None
+
     def _hook(self, path: str, params: dict[str, Any]) -> None:
         with self._lock:
             self.calls.append(Call("response_url", {**params, "path": path}, time.monotonic()))
@@ -259,6 +294,15 @@ class FakeSlack:
             return 200, {"ok": True, "channel": channel, "ts": params.get("ts")}, {}
         if method == STATUS_METHOD:
             return 200, {"ok": True}, {}
+        if method == "views.open":
+            view = (
+                params["view"] if isinstance(params["view"], dict) else json.loads(params["view"])
+            )
+            opened = {**view, "id": f"V{next(self._ts):08d}", "team_id": TEAM, "state":
+                      {"values": {}}, "hash": uuid.uuid4().hex[:16]}  # fmt: skip
+            with self._lock:
+                self.views.append(opened)
+            return 200, {"ok": True, "view": opened}, {}
         if method == "users.info":
             user = params.get("user") or ""
             if user not in self.people:
@@ -282,6 +326,8 @@ class FakeSlack:
 
     def _refusal(self, method: str, params: dict[str, Any]) -> str | None:
         """The error Slack answers for this call, or None (called with the lock held)."""
+        if method == "views.open":
+            return self._view_refusal(params)
         if method in (*STREAM_METHODS, STATUS_METHOD) and self.ai_refusal:
             return self.ai_refusal
         channel = str(params.get("channel") or params.get("channel_id") or "")

@@ -13,7 +13,7 @@ from bot.slack.render import (
     split_text,
     unescape,
 )
-from orchestrator.notices import ABORT, APPROVE, Kind, Notice, escalation_actions
+from orchestrator.notices import ABORT, APPROVE, APPROVE_NOTE, Kind, Notice, escalation_actions
 
 
 def _body(n: int, seed: int = 7) -> str:
@@ -64,8 +64,9 @@ def test_escalation_has_approve_and_abort_with_confirm() -> None:
     )
     (message,) = render(notice)
     actions = next(b for b in message.blocks if b["type"] == "actions")["elements"]
-    approve, abort = actions
+    approve, note, abort = actions
     assert (approve["action_id"], approve["value"], approve["style"]) == (APPROVE, "9", "primary")
+    assert (note["action_id"], note["value"], note.get("style")) == (APPROVE_NOTE, "9", None)
     assert (abort["action_id"], abort["value"], abort["style"]) == (ABORT, "9", "danger")
     assert abort["confirm"]["text"]["text"].startswith("Abort this run")
     assert "confirm" not in approve

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bot.slack.app import NOT_IN_CHANNEL, QUEUE_DOWN, Core, Listeners
 from bot.slack.port import SlackChatPort
 from bot.slack.render import unescape
-from orchestrator.notices import ABORT, APPROVE, Kind, Notice
+from orchestrator.notices import ABORT, APPROVE, APPROVE_NOTE, Kind, Notice
 from orchestrator.outbox import OutboxSender
 from orchestrator.store.models import AuditEntry, Run, RunStatus
 from orchestrator.store.repository import Store
@@ -114,9 +114,10 @@ def test_escalation_buttons_refuse_strangers_and_approve_resumes(bot: Bot) -> No
     buttons = next(b for b in post.blocks() if b["type"] == "actions")["elements"]
     assert [(b["action_id"], b.get("style"), b["value"]) for b in buttons] == [
         (APPROVE, "primary", str(escalation_id)),
+        (APPROVE_NOTE, None, str(escalation_id)),
         (ABORT, "danger", str(escalation_id)),
     ]
-    assert "confirm" in buttons[1]
+    assert "confirm" in buttons[2]
     assert post.params["thread_ts"] == run.opened_ref
 
     click = dict(
@@ -228,7 +229,8 @@ def test_an_event_delivered_three_times_starts_one_run(bot: Bot) -> None:
     ]
     assert len(opening) == 1 and opening[0].params["thread_ts"] == event["ts"]
 
-    # A mention in the thread of a run that ended says so (live runs: see the abort test).
+    # A mention in the thread of a run that ended starts a follow-up there (live runs: see
+    # the abort test).
     reply = {
         **event,
         "text": "<@UBOTSWITCH> focus on latency",
@@ -238,7 +240,7 @@ def test_an_event_delivered_three_times_starts_one_run(bot: Bot) -> None:
     }
     assert bot.event(reply, event_id=f"Ev{uuid.uuid4().hex[:10].upper()}").status_code == 200
     note = bot.fake.wait_for(lambda: bot.fake.calls_to("chat.postEphemeral", channel), 10, "ack")
-    assert note[0].params["text"].startswith(f"Run {run.id} already ended")
+    assert note[0].params["text"].endswith(f"follows up run {run.id} in this thread.")
 
 
 def test_rate_limited_post_is_retried_once_nothing_lost_or_doubled(bot: Bot) -> None:
