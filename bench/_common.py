@@ -89,16 +89,26 @@ TEAMS = {"bench": BENCH_TEAM, "bench_pair": PAIR_TEAM, "bench_long": LONG_TEAM}
 # --- services ----------------------------------------------------------------------------
 
 
-def fresh_database(name: str) -> str:
-    """(Re)create a Postgres database on localhost, migrate it, and return its URL."""
+def create_database(name: str) -> str:
+    """(Re)create an empty Postgres database on localhost and return its URL."""
     import psycopg
 
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_URL.format(name=name)
+    return PG_URL.format(name=name)
+
+
+def fresh_database(name: str) -> str:
+    """(Re)create a Postgres database on localhost, migrate it, and return its URL."""
+    url = create_database(name)
     migrate(url)
     return url
+
+
+def libpq_dsn(url: str) -> str:
+    """A SQLAlchemy URL (postgresql+psycopg://...) as a libpq connection URI."""
+    return urlsplit(url)._replace(scheme="postgresql").geturl()
 
 
 def migrate(url: str) -> None:
@@ -555,7 +565,7 @@ def checkpoint_tables_bytes(url: str, run_ids: list[int]) -> dict[str, Any]:
     import psycopg
     from psycopg import sql
 
-    dsn = urlsplit(url)._replace(scheme="postgresql").geturl()
+    dsn = libpq_dsn(url)
     tables: dict[str, list[tuple[str, str]]] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(

@@ -95,6 +95,7 @@ def _figures(
         "ms_per_step_p99": round(c.percentile(times, 99), 3),
         "steps_per_s": round(steps / wall, 1),
         "cpu_ms_per_step": round(cpu * 1000 / steps, 3),
+        "cpu_ms_per_call": round(cpu * 1000 / calls, 3) if calls else None,
         "checkpoint_bytes_per_step": round(stored["bytes"] / steps),
         "peak_rss_mb": round(c.own_peak_rss_mb(), 1),
     }
