@@ -103,7 +103,8 @@ def langgraph(args: argparse.Namespace, log: Path) -> dict[str, dict[str, Any]]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Example: compare.py --reps 4. The first run installs LangGraph into "
         "bench/.venv-langgraph (needs PyPI).",
     )

@@ -102,7 +102,8 @@ def measure(
 def _parser() -> argparse.ArgumentParser:
     cores = os.cpu_count() or 1
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Example: concurrency.py --workers 2 --runs 50 --latency 0.5",
     )
     parser.add_argument(

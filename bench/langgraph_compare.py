@@ -167,7 +167,8 @@ def run_side(
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="The first run installs LangGraph (needs PyPI); later runs reuse the venv.",
     )
     p.add_argument("--runs", type=int, default=100, help="one at a time: runs (default 100)")
@@ -191,7 +192,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the comparison's venv")
     p.add_argument(
-        "--langgraph", default="langgraph", help="pip requirement, e.g. 'langgraph==1.2.*'"
+        "--langgraph",
+        default="langgraph",
+        help="pip requirement, e.g. 'langgraph==1.2.*' (an existing venv: with --reinstall)",
     )
     p.add_argument("--reinstall", action="store_true", help="reinstall the venv's packages")
     p.add_argument("--keep", action="store_true", help="keep the LangGraph database")
@@ -200,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parser().parse_args()
+    unknown = set(args.modes.split(",")) - {"one_at_a_time", "in_flight"}
+    if unknown:
+        raise SystemExit(f"unknown mode(s) {', '.join(sorted(unknown))}: one_at_a_time, in_flight")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     versions = ensure_venv(args.venv, args.langgraph, args.reinstall)
     print(f"LangGraph side: {json.dumps(versions)}", file=sys.stderr, flush=True)
