@@ -52,8 +52,6 @@ BENCH_TEAM: dict[str, Any] = {
     ],
     "limits": {"max_steps": 40, "max_dollars_per_run": 5.0},
 }
-STEPS_PER_RUN = 5
-CALLS_PER_RUN = 5
 
 # The LangGraph comparison's shape (issue 15): a supervisor and two workers. With the scripted
 # policy: supervisor -> researcher -> supervisor -> writer -> supervisor (review, reassign) ->
@@ -71,7 +69,6 @@ PAIR_TEAM: dict[str, Any] = {
     ],
     "limits": {"max_steps": 40, "max_dollars_per_run": 5.0},
 }
-PAIR_CALLS_PER_RUN = 7
 
 # A run that never ends by itself: the request carries the scripted `[loop]` directive (the
 # supervisor reassigns the same work forever) and the guards that would stop it are set out

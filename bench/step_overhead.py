@@ -49,7 +49,6 @@ import _common as c
 
 DEFAULT_DB = f"sb_bench_steps_{os.getpid()}"
 MODES = ("in_process", "in_process_50_runs", "celery", "long_run")
-CALLS = {"bench": c.CALLS_PER_RUN, "bench_pair": c.PAIR_CALLS_PER_RUN}
 
 
 def build_runtime(url: str, teams: Path) -> Any:
@@ -350,7 +349,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--team",
-        choices=sorted(CALLS),
+        choices=("bench", "bench_pair"),
         default="bench",
         help="bench: supervisor + 1 worker, 5 calls a run; bench_pair: supervisor + 2 "
         "workers, 7 calls a run (the LangGraph comparison's shape). Default %(default)s",
