@@ -1,29 +1,40 @@
-"""Orchestration overhead per step, with a zero-latency model and state in Postgres.
+"""Orchestration overhead per step and per model call, with a zero-latency model and state in
+Postgres.
 
-Modes (one JSON line each, then a table):
+Modes (each prints JSON lines, one object per measurement with a `metric` name and the unit
+in every key name; a table follows):
 
 - in_process: `Engine.step` called directly (through tasks.bridge, as a worker does), one
-  run at a time; the time of each call is one step's overhead.
-- in_process_50_runs: 50 runs in flight in one process (50 coroutines on the bridge loop,
-  each stepping its own runs); steps per second.
-- celery: a real `switchboard worker` process (threads pool) on Redis; one run at a time,
-  each step enqueues the next (`advance.delay`). A step's time is the gap between the
-  commits of consecutive steps of a run (broker hop + step). Broker traffic is counted
-  with Redis MONITOR on the benchmark's Redis database: publishes (LPUSH) per step and
-  Redis commands per step.
+  run at a time. `ms_per_step_*` is the time of one step call; `ms_per_call` is the wall
+  time of all the runs over their model calls (the figure set beside LangGraph's).
+- in_process_50_runs: `--lanes` (50) runs in flight in one process (a coroutine per lane on
+  the bridge loop, each stepping its own runs one after another); steps/s and ms per call
+  (wall / calls: the inverse of the throughput).
+- celery: a real `switchboard worker` process (threads pool) on Redis; one run at a time. A
+  step's time is the gap between the commits of consecutive steps of a run (broker hop, if
+  any, plus step). Broker traffic is counted with Redis MONITOR: publishes (LPUSH) per step
+  and Redis commands per step. The worker's peak RSS is reported.
+- long_run: ONE run of the `bench_long` team driven to `--long-steps` (500) steps (the
+  scripted `[loop]` directive: the supervisor reassigns forever; step and stuck guards out
+  of reach). Reports the checkpoint bytes the run holds at 20 / 100 / 500 steps (every
+  table whose name starts with `checkpoint`) against the size of its state, and a step's
+  CPU time (this process, time.process_time) and wall time over the first 20 steps (around
+  step 10) against the last 20.
 
 The model is the offline scripted provider (`scripted/*` tiers, through litellm), so the
 figures are the orchestrator's own cost: database round trips, serialisation, guards,
-litellm's call path and the queue.
+litellm's call path and the queue. Every figure comes with this process's peak RSS.
 
-    .venv/bin/python bench/step_overhead.py [--runs 200] [--celery-runs 40]
-        [--database-url URL] [--broker-url URL] [--modes in_process,in_process_50_runs,celery]
+Redis: the celery mode starts a private redis-server (free port, temp dir, no persistence)
+and stops it at the end; with --broker-url it uses that broker and leaves its data alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import logging
 import os
 import re
 import sys
@@ -34,12 +45,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import itertools
-
 import _common as c
 
 DEFAULT_DB = f"sb_bench_steps_{os.getpid()}"
-DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
+MODES = ("in_process", "in_process_50_runs", "celery", "long_run")
 
 
 def build_runtime(url: str, teams: Path) -> Any:
@@ -51,58 +60,72 @@ def build_runtime(url: str, teams: Path) -> Any:
     )
 
 
-def in_process(rt: Any, runs: int, url: str) -> dict[str, Any]:
-    """Sequential runs; time every engine.step call."""
-    from orchestrator.engine import Outcome
-    from tasks import bridge
-
-    warm = c.start_runs(rt, 3, "Warm up")
-    for run_id in warm:
-        _drive(rt, run_id)
-    ids = c.start_runs(rt, runs)
-    times: list[float] = []
-    outcomes: dict[str, int] = {}
-    for run_id in ids:
-        version = 0
-        while True:
-            started = time.perf_counter()
-            outcome = bridge.run(rt.engine.step(run_id, version))
-            times.append((time.perf_counter() - started) * 1000)
-            outcomes[outcome.outcome] = outcomes.get(outcome.outcome, 0) + 1
-            if outcome.outcome is not Outcome.ADVANCED:
-                break
-            version = outcome.version
-    return {
-        "mode": "in_process",
-        "runs": runs,
-        "steps": len(times),
-        "median_ms": round(c.median(times), 3),
-        "p99_ms": round(c.percentile(times, 99), 3),
-        "mean_ms": round(sum(times) / len(times), 3),
-        "checkpoint_bytes": round(c.checkpoint_bytes(url, ids)),
-        "outcomes": outcomes,
-    }
-
-
-def _drive(rt: Any, run_id: int) -> int:
+def _drive(rt: Any, run_id: int, times: list[float] | None = None) -> int:
+    """Step one run to its end through the bridge, as a worker does; returns its steps."""
     from orchestrator.engine import Outcome
     from tasks import bridge
 
     version, steps = 0, 0
     while True:
+        started = time.perf_counter()
         outcome = bridge.run(rt.engine.step(run_id, version))
+        if times is not None:
+            times.append((time.perf_counter() - started) * 1000)
         steps += 1
         if outcome.outcome is not Outcome.ADVANCED:
+            if outcome.outcome is not Outcome.DONE:
+                raise RuntimeError(f"run {run_id} stopped at step {steps}: {outcome.outcome}")
             return steps
         version = outcome.version
 
 
-def in_process_concurrent(rt: Any, lanes: int, runs_per_lane: int, url: str) -> dict[str, Any]:
+def _figures(
+    url: str, ids: list[int], steps: int, wall: float, cpu: float, times: list[float]
+) -> dict[str, Any]:
+    calls = c.llm_calls(url, ids)
+    stored = c.checkpoint_tables_bytes(url, ids)
+    return {
+        "runs": len(ids),
+        "steps": steps,
+        "model_calls": calls,
+        "wall_s": round(wall, 3),
+        "ms_per_call": round(wall * 1000 / calls, 3) if calls else None,
+        "ms_per_step_median": round(c.median(times), 3),
+        "ms_per_step_p99": round(c.percentile(times, 99), 3),
+        "steps_per_s": round(steps / wall, 1),
+        "cpu_ms_per_step": round(cpu * 1000 / steps, 3),
+        "cpu_ms_per_call": round(cpu * 1000 / calls, 3) if calls else None,
+        "checkpoint_bytes_per_step": round(stored["bytes"] / steps),
+        "peak_rss_mb": round(c.own_peak_rss_mb(), 1),
+    }
+
+
+def in_process(rt: Any, runs: int, url: str, team: str) -> dict[str, Any]:
+    """Sequential runs; time every engine.step call."""
+    for run_id in c.start_runs(rt, 3, "Warm up", team=team):
+        _drive(rt, run_id)
+    ids = c.start_runs(rt, runs, team=team)
+    times: list[float] = []
+    started, cpu = time.perf_counter(), time.process_time()
+    steps = sum(_drive(rt, run_id, times) for run_id in ids)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "metric": "step_overhead",
+        "mode": "in_process",
+        "team": team,
+        "runs_in_flight": 1,
+        **_figures(url, ids, steps, wall, cpu, times),
+    }
+
+
+def in_process_concurrent(
+    rt: Any, lanes: int, runs_per_lane: int, url: str, team: str
+) -> dict[str, Any]:
     """`lanes` runs in flight at once on the bridge loop; steps per second."""
     from orchestrator.engine import Outcome
     from tasks import bridge
 
-    ids = c.start_runs(rt, lanes * runs_per_lane, "Concurrent")
+    ids = c.start_runs(rt, lanes * runs_per_lane, "Concurrent", team=team)
     queues = [ids[i::lanes] for i in range(lanes)]
     times: list[float] = []
 
@@ -123,18 +146,15 @@ def in_process_concurrent(rt: Any, lanes: int, runs_per_lane: int, url: str) -> 
     async def main() -> int:
         return sum(await asyncio.gather(*(lane(q) for q in queues)))
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     steps = bridge.run(main())
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
+        "metric": "step_overhead",
         "mode": f"in_process_{lanes}_runs",
-        "runs": len(ids),
-        "steps": steps,
-        "wall_s": round(wall, 3),
-        "steps_per_s": round(steps / wall, 1),
-        "median_ms": round(c.median(times), 3),
-        "p99_ms": round(c.percentile(times, 99), 3),
-        "checkpoint_bytes": round(c.checkpoint_bytes(url, ids)),
+        "team": team,
+        "runs_in_flight": lanes,
+        **_figures(url, ids, steps, wall, cpu, times),
     }
 
 
@@ -179,13 +199,14 @@ class Monitor:
         self._thread.join(5)
 
 
-def celery(rt: Any, runs: int, url: str, broker: str, teams: Path, tmp: Path) -> dict[str, Any]:
+def celery(
+    rt: Any, runs: int, url: str, broker: str, teams: Path, tmp: Path, team: str
+) -> dict[str, Any]:
     """One run at a time through a real worker; per-step gaps from the step commit times."""
     from orchestrator.store.repository import Store
     from tasks.app import use_broker
     from tasks.steps import advance
 
-    c.flush_redis(broker)
     use_broker(broker)
     worker = c.Worker(
         {
@@ -196,16 +217,20 @@ def celery(rt: Any, runs: int, url: str, broker: str, teams: Path, tmp: Path) ->
         },
         tmp / "worker-steps.log",
         concurrency=8,
+        hostname=f"bench-steps-{os.getpid()}@%h",
     ).start()
     try:
-        for run_id in c.start_runs(rt, 3, "Warm up"):  # imports, connections, litellm
+        for run_id in c.start_runs(rt, 3, "Warm up", team=team):  # imports, pools, litellm
             advance.delay(run_id, 0)
             c.wait_for_runs(url, [run_id], timeout=60)
-        ids = c.start_runs(rt, runs)
+        ids = c.start_runs(rt, runs, team=team)
+        started = time.perf_counter()
         with Monitor(broker) as monitor:
             for run_id in ids:
                 advance.delay(run_id, 0)
                 c.wait_for_runs(url, [run_id], timeout=60, poll_s=0.005)
+        wall = time.perf_counter() - started
+        rss = worker.peak_rss_mb()
         store: Store = rt.store
         gaps: list[float] = []
         steps = 0
@@ -216,71 +241,230 @@ def celery(rt: Any, runs: int, url: str, broker: str, teams: Path, tmp: Path) ->
     finally:
         worker.stop()
     counts = monitor.counts
+    calls = c.llm_calls(url, ids)
+    stored = c.checkpoint_tables_bytes(url, ids)
     return {
+        "metric": "step_overhead",
         "mode": "celery",
+        "team": team,
+        "runs_in_flight": 1,
         "runs": runs,
         "steps": steps,
-        "median_ms": round(c.median(gaps), 3),
-        "p99_ms": round(c.percentile(gaps, 99), 3),
-        "checkpoint_bytes": round(c.checkpoint_bytes(url, ids)),
+        "model_calls": calls,
+        # Include this script's polling for the end of each run (every 5 ms).
+        "wall_s": round(wall, 3),
+        "ms_per_call": round(wall * 1000 / calls, 3) if calls else None,
+        "ms_per_step_median": round(c.median(gaps), 3),
+        "ms_per_step_p99": round(c.percentile(gaps, 99), 3),
+        "checkpoint_bytes_per_step": round(stored["bytes"] / steps),
         # Each run's first task is published by this script; every other one by the worker.
         "publishes_per_step": round(counts.get("lpush", 0) / steps, 3),
         "redis_cmds_per_step": round(sum(counts.values()) / steps, 2),
         "redis_cmds": dict(sorted(counts.items())),
+        "peak_rss_mb": round(rss, 1),
+        "peak_rss_of": "worker",
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
-    parser.add_argument("--broker-url", default=DEFAULT_BROKER)
-    parser.add_argument("--runs", type=int, default=200, help="runs for in_process")
-    parser.add_argument("--lanes", type=int, default=50, help="runs in flight, concurrent mode")
-    parser.add_argument("--runs-per-lane", type=int, default=6)
-    parser.add_argument("--celery-runs", type=int, default=40)
-    parser.add_argument("--modes", default="in_process,in_process_50_runs,celery")
+def long_run(rt: Any, url: str, steps: int, marks: list[int], window: int) -> list[dict[str, Any]]:
+    """One run driven to `steps` steps: checkpoint bytes at the marks, CPU early vs late."""
+    from orchestrator import state as st
+    from orchestrator.engine import Outcome
+    from tasks import bridge
+
+    for warm in c.start_runs(rt, 2, "Warm up"):  # imports, pools, litellm: not step 1's cost
+        _drive(rt, warm)
+    (run_id,) = c.start_runs(rt, 1, c.LONG_REQUEST, team="bench_long")
+    cpu_ms: list[float] = []
+    wall_ms: list[float] = []
+    records: list[dict[str, Any]] = []
+    version = 0
+    while version < steps:
+        wall, cpu = time.perf_counter(), time.process_time()
+        outcome = bridge.run(rt.engine.step(run_id, version))
+        cpu_ms.append((time.process_time() - cpu) * 1000)
+        wall_ms.append((time.perf_counter() - wall) * 1000)
+        if outcome.outcome is not Outcome.ADVANCED:
+            raise RuntimeError(
+                f"the long run stopped at step {version + 1}: {outcome.outcome} "
+                "(see its escalation or error in the database; --keep keeps it)"
+            )
+        version = outcome.version
+        if version in marks:
+            records.append(_checkpoint_record(rt, url, run_id, version, st))
+    window = max(1, min(window, steps // 2))
+    early = {"cpu": c.median(cpu_ms[:window]), "wall": c.median(wall_ms[:window])}
+    late = {"cpu": c.median(cpu_ms[-window:]), "wall": c.median(wall_ms[-window:])}
+    records.append(
+        {
+            "metric": "step_cost_growth",
+            "run_steps": steps,
+            # Medians over the first and the last `window` steps (default 20: steps 1-20,
+            # around step 10, and 481-500): a supervisor and a worker step alternate, and
+            # a summary call comes now and then, so single steps are noisy.
+            "early_steps": f"1-{window}",
+            "late_steps": f"{steps - window + 1}-{steps}",
+            "cpu_ms_early": round(early["cpu"], 3),
+            "cpu_ms_late": round(late["cpu"], 3),
+            "cpu_ratio_late_to_early": round(late["cpu"] / early["cpu"], 3),
+            "wall_ms_early": round(early["wall"], 3),
+            "wall_ms_late": round(late["wall"], 3),
+            "wall_ratio_late_to_early": round(late["wall"] / early["wall"], 3),
+            "model_calls": c.llm_calls(url, [run_id]),
+            "peak_rss_mb": round(c.own_peak_rss_mb(), 1),
+        }
+    )
+    return records
+
+
+def _checkpoint_record(rt: Any, url: str, run_id: int, version: int, st: Any) -> dict[str, Any]:
+    stored = c.checkpoint_tables_bytes(url, [run_id])
+    state = rt.store.load_checkpoint(run_id, version)
+    final = len(st.dumps(state).encode()) if state is not None else None
+    return {
+        "metric": "checkpoint_bytes",
+        "run_steps": version,
+        "bytes": stored["bytes"],
+        "stored_bytes": stored["stored_bytes"],
+        # The run's state at this step, serialised as the store serialises it.
+        "state_bytes": final,
+        "bytes_to_state_ratio": round(stored["bytes"] / final, 2) if final else None,
+        "tables": stored["tables"],
+        **({"skipped_tables": stored["skipped"]} if stored["skipped"] else {}),
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Prints JSON lines (one object per measurement) and then tables. Modes: "
+        + ", ".join(MODES)
+        + ". Example: step_overhead.py --modes in_process --runs 100 --team bench_pair",
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated modes to run (default: all: %(default)s)",
+    )
+    parser.add_argument(
+        "--team",
+        choices=("bench", "bench_pair"),
+        default="bench",
+        help="bench: supervisor + 1 worker, 5 calls a run; bench_pair: supervisor + 2 "
+        "workers, 7 calls a run (the LangGraph comparison's shape). Default %(default)s",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL"),
+        help="use (and migrate) this database instead of creating sb_bench_steps_<pid>",
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=None,
+        help="celery mode: use this Redis as it is (never flushed; pick a database index "
+        "no other worker consumes). Default: a private redis-server started for the run",
+    )
+    parser.add_argument("--runs", type=int, default=200, help="in_process: runs (default 200)")
+    parser.add_argument(
+        "--lanes", type=int, default=50, help="concurrent mode: runs in flight (default 50)"
+    )
+    parser.add_argument(
+        "--runs-per-lane", type=int, default=6, help="concurrent mode: runs per lane (6)"
+    )
+    parser.add_argument(
+        "--celery-runs", type=int, default=40, help="celery mode: runs (default 40)"
+    )
+    parser.add_argument(
+        "--long-steps", type=int, default=500, help="long_run: steps of the run (default 500)"
+    )
+    parser.add_argument(
+        "--long-window",
+        type=int,
+        default=20,
+        help="long_run: the first and the last N steps give the early and late medians "
+        "(default 20)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
-    args = parser.parse_args()
-    modes = set(args.modes.split(","))
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES and not re.fullmatch(r"in_process_\d+_runs", m)]
+    if unknown:
+        raise SystemExit(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
 
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    logging.basicConfig(level=logging.WARNING)
     url, created = c.prepare_database(args.database_url, DEFAULT_DB)
     tmp = c.tempdir("sb-bench-steps-")
     teams = c.teams_file(tmp)
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
     rt = build_runtime(url, teams)
-    rows = []
+    rows: list[dict[str, Any]] = []
+
+    def record(*items: dict[str, Any]) -> None:
+        for item in items:
+            rows.append(item)
+            c.emit(item)
+
     try:
         if "in_process" in modes:
-            rows.append(in_process(rt, args.runs, url))
-            c.emit(rows[-1])
-        if "in_process_50_runs" in modes:
-            rows.append(in_process_concurrent(rt, args.lanes, args.runs_per_lane, url))
-            c.emit(rows[-1])
+            record(in_process(rt, args.runs, url, args.team))
+        if any(m.startswith("in_process_") for m in modes):
+            record(in_process_concurrent(rt, args.lanes, args.runs_per_lane, url, args.team))
         if "celery" in modes:
-            rows.append(celery(rt, args.celery_runs, url, args.broker_url, teams, tmp))
-            c.emit(rows[-1])
+            with c.broker(args.broker_url) as broker:
+                record(celery(rt, args.celery_runs, url, broker, teams, tmp, args.team))
+        if "long_run" in modes:
+            marks = sorted({m for m in (20, 100, args.long_steps) if m <= args.long_steps})
+            record(*long_run(rt, url, args.long_steps, marks, args.long_window))
     finally:
         if created and not args.keep:
             c.drop_database(url)
-    print()
-    print(
-        c.table(
-            rows,
-            [
-                "mode",
-                "steps",
-                "median_ms",
-                "p99_ms",
-                "checkpoint_bytes",
-                "steps_per_s",
-                "publishes_per_step",
-                "redis_cmds_per_step",
-            ],
-        )
-    )
+    print_tables(rows)
+
+
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    columns = {
+        "step_overhead": [
+            "mode",
+            "runs_in_flight",
+            "steps",
+            "ms_per_call",
+            "ms_per_step_median",
+            "ms_per_step_p99",
+            "steps_per_s",
+            "cpu_ms_per_step",
+            "checkpoint_bytes_per_step",
+            "publishes_per_step",
+            "redis_cmds_per_step",
+            "peak_rss_mb",
+        ],
+        "checkpoint_bytes": [
+            "run_steps",
+            "bytes",
+            "stored_bytes",
+            "state_bytes",
+            "bytes_to_state_ratio",
+        ],
+        "step_cost_growth": [
+            "early_steps",
+            "late_steps",
+            "cpu_ms_early",
+            "cpu_ms_late",
+            "cpu_ratio_late_to_early",
+            "wall_ms_early",
+            "wall_ms_late",
+            "wall_ratio_late_to_early",
+        ],
+    }
+    for metric, cols in columns.items():
+        group = [r for r in rows if r.get("metric") == metric]
+        if group:
+            print(f"\n{metric}")
+            print(c.table(group, cols))
 
 
 if __name__ == "__main__":
