@@ -400,6 +400,7 @@ class Worker:
                 f"--concurrency={self.concurrency}",
                 "--pool=threads",
                 "--loglevel=WARNING",
+                "--processes=1",  # the benchmark starts one process per worker itself
                 *([f"--hostname={self.hostname}"] if self.hostname else []),
             ],
             cwd=ROOT,

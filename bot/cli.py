@@ -252,8 +252,17 @@ def worker(
     hostname: Annotated[
         str | None, typer.Option(help="Celery node name, e.g. worker1@%h (default celery@%h).")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Worker processes (default: the CPU cores), each with --concurrency threads "
+            "and its own hostname (name-1@host, name-2@host, …).",
+        ),
+    ] = None,
 ) -> None:
-    """Run a Celery worker that executes run steps (needs BROKER_URL).
+    """Run Celery workers that execute run steps (needs BROKER_URL).
 
     Waits for the database with a one-line message per attempt. Exits non-zero whenever it
     stops without being asked to (a lost broker, an unrecoverable error), so that a
@@ -267,6 +276,14 @@ def worker(
         raise _fail("BROKER_URL is not set; `switchboard chat` runs an in-process worker by itself")
     _say(_where(settings.database_url))
     _wait_for_database(settings.database_url, migrate=True)
+    count = processes or os.cpu_count() or 1
+    if count > 1:
+        from bot import worker_pool
+
+        args = [f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}"]
+        if teams is not None:
+            args.append(f"--teams={teams}")
+        raise typer.Exit(worker_pool.run(count, args, hostname))
     from celery import signals
 
     from tasks.app import app as celery_app

@@ -101,3 +101,34 @@ def test_request_through_worker_process(
         assert len(port.calls) == before
     finally:
         worker.stop()
+
+
+def test_processes_runs_several_workers_under_one_command(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`switchboard worker --processes 2`: two Celery nodes with their own hostnames take
+    runs from one queue; SIGTERM stops both and the command exits 0."""
+    import signal
+
+    from tests.support.workers import WorkerProcess
+
+    s = stack()
+    log = tmp_path / "pool.log"
+    pool = WorkerProcess(
+        s.env,
+        log,
+        command=[
+            "worker",
+            "--processes=2",
+            "--concurrency=8",
+            "--loglevel=INFO",
+            "--hostname=pool@%h",
+        ],
+    )
+    s.processes.append(pool.start())
+    wait_for(lambda: "pool-1@" in log.read_text() and "pool-2@" in log.read_text(), 60)
+    wait_for(lambda: log.read_text().count(" ready.") >= 2, 60)
+    runs = [s.start(f"summarise the design, part {i}") for i in range(6)]
+    for run in runs:
+        assert s.wait(run.id, statuses=RunStatus.TERMINAL).status == RunStatus.FINISHED
+    assert pool.proc is not None
+    pool.proc.send_signal(signal.SIGTERM)
+    assert pool.proc.wait(timeout=60) == 0

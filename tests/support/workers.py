@@ -44,6 +44,7 @@ class WorkerProcess:
             f"--pool={pool}",
             "--loglevel=INFO",
             f"--hostname={name}@%h",
+            "--processes=1",
         ]
         self.ready = ready
         self.restarts = 0
