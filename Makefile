@@ -26,8 +26,10 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# Test files run in 4 processes (most tests wait on subprocesses, servers and sleeps, so
+# more processes than cores pay off); each file stays in one process for its fixtures.
 test: venv services lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 --dist loadfile
 
 bench: venv
 	$(BIN)/python bench/step_overhead.py

@@ -138,7 +138,7 @@ class ConsolePort:
             return self._opened(notice)
         if notice.kind == Kind.PROGRESS:
             return self._progress(notice)
-        if notice.kind == Kind.HIGHLIGHT:
+        if notice.kind in (Kind.HIGHLIGHT, Kind.NOTE):
             tag = self._tag(run)
             return f"{tag}    » {notice.title}\n{_indent(notice.body[:600], '      ')}"
         if notice.kind in (Kind.RESULT, Kind.ERROR):

@@ -15,6 +15,7 @@ class Kind(StrEnum):
     OPENED = "opened"  # the run's opening message; its ref becomes the thread
     PROGRESS = "progress"  # one message per run, updated in place
     HIGHLIGHT = "highlight"  # a worker's or the supervisor's notable output
+    NOTE = "note"  # news people in the thread must read (an alert resolved); always posted
     RESULT = "result"  # the final answer (or the partial results of an aborted run)
     ESCALATION = "escalation"  # a question with Approve / Abort actions
     DECISION = "decision"  # an escalation answered; updates the escalation message

@@ -45,7 +45,7 @@ def held_notice(claim: HeldNotice, rate: AlertRate) -> Notice:
         "no thread now; Alertmanager's own notifications still reach people, and a held alert "
         "is investigated when Alertmanager sends it again under the limit."
     )
-    return Notice(Kind.HIGHLIGHT, 0, title, body=body)
+    return Notice(Kind.NOTE, 0, title, body=body)
 
 
 class HeldNotices:

@@ -216,7 +216,7 @@ def joined_note(notification: Notification, new: tuple[str, ...]) -> ThreadNote:
     body = "\n".join(lines)
     tag = "joined-" + hashlib.sha256(",".join(sorted(new)).encode()).hexdigest()[:16]
     human = f"{title} (Alertmanager):\n{body}"
-    return ThreadNote(tag, Notice(Kind.HIGHLIGHT, 0, title, body=body), human)
+    return ThreadNote(tag, Notice(Kind.NOTE, 0, title, body=body), human)
 
 
 def resolved_note(notification: Notification) -> ThreadNote:
@@ -234,4 +234,4 @@ def resolved_note(notification: Notification) -> ThreadNote:
         f"The alert {group.name} resolved{when} (Alertmanager). Do not stop: finish the "
         "investigation and say whether the cause is understood and what to follow up."
     )
-    return ThreadNote("resolved", Notice(Kind.HIGHLIGHT, 0, title, body=body), human)
+    return ThreadNote("resolved", Notice(Kind.NOTE, 0, title, body=body), human)

@@ -290,7 +290,7 @@ def render(notice: Notice) -> MessageSpec:
         meta = _figures(notice, ("step", "tokens", "dollars"))
         line = f"⏳ {notice.title}" + (f"  `{meta}`" if meta else "")
         return MessageSpec((split_text(line)[0],))
-    if notice.kind == Kind.HIGHLIGHT:
+    if notice.kind in (Kind.HIGHLIGHT, Kind.NOTE):
         return _long(f"» **{notice.title}**", notice.body, run_id=notice.run_id, name="highlight")
     if notice.kind in (Kind.RESULT, Kind.ERROR):
         return _result(notice)

@@ -334,7 +334,7 @@ def render(notice: Notice, people: People = mention) -> list[Message]:
         return _opened(notice, people)
     if notice.kind == Kind.PROGRESS:
         return _view(notice, people) if notice.view else _progress(notice)
-    if notice.kind == Kind.HIGHLIGHT:
+    if notice.kind in (Kind.HIGHLIGHT, Kind.NOTE):
         return _highlight(notice)
     if notice.kind in (Kind.RESULT, Kind.ERROR):
         return _result(notice, people)

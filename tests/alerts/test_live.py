@@ -215,7 +215,7 @@ def test_a_firing_rule_opens_one_thread_with_one_run_and_resolving_posts_once(
     openings = [
         c for c in live.fake.calls_to("chat.postMessage", CHANNEL) if not c.params.get("thread_ts")
     ]
-    assert len(openings) == 1 and f"Run {run.id} for alertmanager" in openings[0].texts()[0]
+    assert len(openings) == 1 and f"Run {run.id} for alertmanager" in openings[0].params["text"]
     # Alertmanager's own Slack receiver told people as well.
     assert any(
         ALERT in str(c.params)

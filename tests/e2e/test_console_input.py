@@ -64,7 +64,7 @@ def test_bad_lines_get_one_line_each_and_the_session_goes_on(tmp_path: Path) -> 
         "Nothing was done.",
     ]
     assert "\x1b" not in out and "\x07" not in out  # no title change, no clear screen
-    assert "[run 1] Run for" in out and "summarise the design (team: research)" in out
+    assert "[run 1] Run for" in out and "summarise the design (team research)" in out
     assert "[run 1] ✔ Finished" in out
     assert "engineering: Software engineering" in out  # the line after the run still ran
     assert "runs are kept in sqlite:///" in err

@@ -33,7 +33,7 @@ def test_unanswered_escalation_expires_via_beat_and_aborts(stack, make_teams) ->
     port = RecordingPort()
     OutboxSender(s.store, port, "test", progress_interval_s=0).drain()
     bodies = [c.notice.body for c in port.calls if c.notice.kind == "result"]
-    assert any("expired unanswered" in b and "Partial results:" in b for b in bodies)
+    assert any("expired unanswered" in b and "Partial results:" in b for b in bodies), bodies
     decision = next(c for c in port.calls if c.notice.kind == "decision")
     assert decision.method == "update"  # the escalation message itself says it expired
     assert decision.notice.title.startswith("Expired by switchboard at")

@@ -108,6 +108,7 @@ def test_text_and_json_modes_in_the_console(
             "SWITCHBOARD_TEAMS_FILE": str(teams),
             "OPENAI_API_KEY": KEY,
             "PATH": "/usr/bin:/bin",
+            "SWITCHBOARD_MAX_RUNS_PER_USER": "0",  # ten runs at once from one console user
         }
         result = subprocess.run(
             [sys.executable, "-m", "bot.cli", "chat"],
