@@ -52,6 +52,7 @@ class DecisionResult:
     message: str
     run_id: int | None = None
     resume_version: int | None = None  # set when a step must be enqueued
+    people: tuple[str, ...] = ()  # user ids in `message`, for adapters to show as names
 
 
 def opened_notice(request: str, requester: str, team: str | None) -> Notice:
@@ -301,7 +302,8 @@ def decide(
         what = action
         return DecisionResult(
             DecisionOutcome.UNAUTHORISED,
-            f"You are not allowed to {what} run {run.id}; ask one of its approvers.",
+            f"You are not allowed to {what} run {run.id}. "
+            f"{reports.approvers_text(config, run.team, actor.platform)}",
             run.id,
         )
     moment = datetime.now(UTC)
@@ -356,6 +358,7 @@ def decide(
             DecisionOutcome.ALREADY_DECIDED,
             f"Already {current.status} by {current.decided_by} at {when}.",
             run.id,
+            people=(current.decided_by or "",),
         )
     _audit(
         store,
@@ -380,9 +383,15 @@ def decide(
             f"{verb} by {actor.user}; run {run.id} resumes.",
             run.id,
             resume_version=resume,
+            people=(actor.user,),
         )
-    _post_partial(store, run.id, f"Aborted by {actor.user}.")
-    return DecisionResult(DecisionOutcome.APPLIED, f"Run {run.id} aborted by {actor.user}.", run.id)
+    _post_partial(store, run.id, f"Aborted by {actor.user}.", actor.user)
+    return DecisionResult(
+        DecisionOutcome.APPLIED,
+        f"Run {run.id} aborted by {actor.user}.",
+        run.id,
+        people=(actor.user,),
+    )
 
 
 def _post_decision(
@@ -397,11 +406,14 @@ def _post_decision(
         figures=dict(escalation.figures or {}),
         escalation_id=escalation.id,
         outcome=status,
+        actor=who,
+        at=when.timestamp(),
+        guard=escalation.guard,
     )
     store.add_notices(escalation.run_id, f"esc{escalation.id}", [notice])
 
 
-def _post_partial(store: Store, run_id: int, reason: str) -> None:
+def _post_partial(store: Store, run_id: int, reason: str, actor: str | None = None) -> None:
     run = store.get_run(run_id)
     assert run is not None
     state = store.load_checkpoint(run_id, run.version) or {}
@@ -412,6 +424,7 @@ def _post_partial(store: Store, run_id: int, reason: str) -> None:
         body=reason + partial_results(state),
         outcome="aborted",
         requester=run.requester,
+        actor=actor,
     )
     store.add_notices(run_id, "aborted", [notice])
 
@@ -467,7 +480,7 @@ def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> s
     for escalation in pending:
         metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision="aborted").inc()
         _post_decision(store, escalation, EscalationStatus.ABORTED, actor.user, moment)
-    _post_partial(store, run_id, f"Aborted by {actor.user}.")
+    _post_partial(store, run_id, f"Aborted by {actor.user}.", actor.user)
     return f"Run {run_id} aborted."
 
 

@@ -30,7 +30,7 @@ from bot import commands
 from bot.slack.directory import UserGroups
 from bot.slack.port import PLATFORM, SlackSettings, error_code
 from bot.slack.queue import Queue
-from bot.slack.render import escape
+from bot.slack.render import escape, people_text
 from orchestrator import reports, service
 from orchestrator.intake import Caps
 from orchestrator.notices import ABORT, APPROVE, APPROVE_NOTE, REJECT
@@ -371,7 +371,12 @@ class Listeners:
             )
         )
         if result.outcome != service.DecisionOutcome.APPLIED:
-            await self._ephemeral(channel, user, result.message, thread)
+            text = (  # a refusal names the approvers in Slack's own formatting already
+                result.message
+                if result.outcome == service.DecisionOutcome.UNAUTHORISED
+                else people_text(result.message, (user, *result.people))
+            )
+            await self._ephemeral(channel, user, text, thread)
             return
         assert result.run_id is not None
         if result.resume_version is not None and not await self._enqueue(

@@ -172,6 +172,7 @@ def every_kind() -> list[Notice]:
         Notice(Kind.PROGRESS, 4, NASTY, **common),
         Notice(Kind.PROGRESS, 4, NASTY, view=view.to_json(), **common),
         Notice(Kind.HIGHLIGHT, 4, NASTY, body=NASTY, **common),
+        Notice(Kind.NOTE, 4, NASTY, body=NASTY, **common),
         Notice(Kind.RESULT, 4, NASTY, body=NASTY * 400, outcome="finished", **common),
         Notice(Kind.RESULT, 4, NASTY, body=NASTY, outcome="aborted", actor="UREQ1", **common),
         Notice(Kind.ERROR, 4, NASTY, body=NASTY, outcome="failed", **common),
