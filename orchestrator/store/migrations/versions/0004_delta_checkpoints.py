@@ -22,13 +22,8 @@ depends_on = None
 SNAPSHOT_EVERY = 100
 
 
-def upgrade() -> None:
-    with op.batch_alter_table("checkpoints", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("kind", sa.String(length=8), nullable=False, server_default="snapshot")
-        )
-    connection = op.get_bind()
-    table = sa.table(
+def _checkpoints() -> sa.TableClause:
+    return sa.table(
         "checkpoints",
         sa.column("id", sa.BigInteger),
         sa.column("run_id", sa.BigInteger),
@@ -36,6 +31,15 @@ def upgrade() -> None:
         sa.column("kind", sa.String),
         sa.column("state", sa.Text),
     )
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("checkpoints", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("kind", sa.String(length=8), nullable=False, server_default="snapshot")
+        )
+    connection = op.get_bind()
+    table = _checkpoints()
     runs = connection.execute(sa.select(table.c.run_id).distinct()).scalars().all()
     for run_id in runs:
         rows = connection.execute(
@@ -61,14 +65,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     connection = op.get_bind()
-    table = sa.table(
-        "checkpoints",
-        sa.column("id", sa.BigInteger),
-        sa.column("run_id", sa.BigInteger),
-        sa.column("version", sa.Integer),
-        sa.column("kind", sa.String),
-        sa.column("state", sa.Text),
-    )
+    table = _checkpoints()
     rows = connection.execute(
         sa.select(table.c.id, table.c.run_id, table.c.kind, table.c.state).order_by(
             table.c.run_id, table.c.version
