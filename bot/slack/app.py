@@ -73,6 +73,16 @@ def _code(text: str) -> str:
     return f"```{escape(text)}```"
 
 
+def _report(text: str) -> str:
+    """A report for a person: user ids shown as people (`<@U…>`, which Slack renders as the
+    user's name), so not in a code block, where Slack would print the raw id."""
+    ids = tuple(dict.fromkeys(_SLACK_USER.findall(text)))
+    return people_text(text, ids)
+
+
+_SLACK_USER = re.compile(r"\b[UW][A-Z0-9]{8,11}\b")
+
+
 class Listeners:
     """The adapter's logic, kept apart from Bolt's registration so each part reads alone."""
 
@@ -150,7 +160,7 @@ class Listeners:
                 report = await self._db(
                     service.status_report, core.store, core.config, command.run_id, actor
                 )
-                return Reply(_code(report))
+                return Reply(_report(report))
             if isinstance(command, commands.Abort):
                 actor = service.Actor(user, PLATFORM, channel, await self.groups.groups_of(user))
                 message = await self._db(

@@ -125,7 +125,7 @@ def test_status_from_another_channel_reveals_nothing(bot: Bot) -> None:
     assert "the secret plan" in unescape(seen)
     for user in ("USTRANGER1", "UREQUEST1"):
         text = bot.command(f"status {run.id}", channel=elsewhere, user=user).json()["text"]
-        assert unescape(text) == f"```There is no run {run.id} here.```"
+        assert unescape(text) == f"There is no run {run.id} here."
     for approver in (APPROVER, GROUP_MEMBER):
         text = bot.command(f"status {run.id}", channel=elsewhere, user=approver).json()["text"]
         assert "the secret plan" in unescape(text)

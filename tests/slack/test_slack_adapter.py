@@ -342,6 +342,7 @@ def test_status_and_abort_commands(bot: Bot) -> None:
     run, _post, escalation_id = _escalation(bot, channel)
     status = bot.command(f"status {run.id}", channel=channel).json()["text"]
     assert f"Run #{run.id} [awaiting_approval]" in status and "pending escalation" in status
+    assert "<@UREQUEST1>" in status and "```" not in status  # people, not raw ids
     refused = bot.command(f"abort {run.id}", channel=channel, user="USTRANGER1").json()["text"]
     assert refused.startswith("Only the requester or an approver")
     reply = bot.command(f"abort {run.id}", channel=channel, user=APPROVER).json()["text"]
