@@ -16,6 +16,8 @@ from orchestrator import intake, reports
 from orchestrator.errors import UserError
 from orchestrator.intake import Caps
 from orchestrator.nodes.endings import RETRYABLE_PAUSES, partial_results
+from orchestrator.nodes.tools import APPROVAL as TOOL_APPROVAL
+from orchestrator.nodes.tools import IN_DOUBT as TOOL_IN_DOUBT
 from orchestrator.notices import Kind, Notice
 from orchestrator.store.models import Escalation, EscalationStatus, Run, RunStatus
 from orchestrator.store.repository import Store
@@ -36,7 +38,7 @@ class Actor:
 
 BEAT = Actor(user="switchboard", platform="beat")
 RETRYABLE_GUARDS = RETRYABLE_PAUSES
-TOOL_GUARDS = frozenset({"tool_approval", "tool_in_doubt"})
+TOOL_GUARDS = frozenset({TOOL_APPROVAL, TOOL_IN_DOUBT})
 
 
 class DecisionOutcome(StrEnum):
