@@ -77,7 +77,7 @@ LONG_TEAM: dict[str, Any] = {
     "description": "Benchmark loop - one researcher, reassigned forever.",
     "supervisor": BENCH_TEAM["supervisor"],
     "workers": BENCH_TEAM["workers"],
-    "limits": {"max_steps": 10_000, "stuck_window": 10_000, "max_duration_s": 86_400.0},
+    "limits": {"max_steps": 10_000, "stuck_window": 1_000, "max_duration_s": 86_400.0},
 }
 LONG_REQUEST = "Keep researching the benchmark results [loop]"
 TEAMS = {"bench": BENCH_TEAM, "bench_pair": PAIR_TEAM, "bench_long": LONG_TEAM}
