@@ -60,23 +60,43 @@ def build_runtime(url: str, teams: Path) -> Any:
     )
 
 
-def _drive(rt: Any, run_id: int, times: list[float] | None = None) -> int:
-    """Step one run to its end through the bridge, as a worker does; returns its steps."""
+def _timed_steps(rt: Any, times: list[float]) -> None:
+    """Time every Engine.step call the worker's code makes (bench instrumentation)."""
+    step = type(rt.engine).step.__get__(rt.engine)
+
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await step(*args, **kwargs)
+        finally:
+            times.append((time.perf_counter() - started) * 1000)
+
+    rt.engine.step = timed
+
+
+async def _run_to_end(rt: Any, run_id: int) -> int:
+    """One run to its end exactly as a worker steps it (tasks.steps.run_slice: a slice of
+    steps in process, each committed alone, the lease kept from one to the next); a slice
+    that hands the run back is followed by the next, as the queue would. Returns its steps."""
     from orchestrator.engine import Outcome
-    from tasks import bridge
+    from tasks.steps import run_slice
 
     version, steps = 0, 0
     while True:
-        started = time.perf_counter()
-        outcome = bridge.run(rt.engine.step(run_id, version))
-        if times is not None:
-            times.append((time.perf_counter() - started) * 1000)
-        steps += 1
+        handback = await run_slice(rt, run_id, version)
+        outcome = handback.outcome
+        steps += outcome.version - version
         if outcome.outcome is not Outcome.ADVANCED:
             if outcome.outcome is not Outcome.DONE:
                 raise RuntimeError(f"run {run_id} stopped at step {steps}: {outcome.outcome}")
             return steps
         version = outcome.version
+
+
+def _drive(rt: Any, run_id: int) -> int:
+    from tasks import bridge
+
+    return bridge.run(_run_to_end(rt, run_id))
 
 
 def _figures(
@@ -106,9 +126,11 @@ def in_process(rt: Any, runs: int, url: str, team: str) -> dict[str, Any]:
         _drive(rt, run_id)
     ids = c.start_runs(rt, runs, team=team)
     times: list[float] = []
+    _timed_steps(rt, times)
     started, cpu = time.perf_counter(), time.process_time()
-    steps = sum(_drive(rt, run_id, times) for run_id in ids)
+    steps = sum(_drive(rt, run_id) for run_id in ids)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    del rt.engine.step
     return {
         "metric": "step_overhead",
         "mode": "in_process",
@@ -122,7 +144,6 @@ def in_process_concurrent(
     rt: Any, lanes: int, runs_per_lane: int, url: str, team: str
 ) -> dict[str, Any]:
     """`lanes` runs in flight at once on the bridge loop; steps per second."""
-    from orchestrator.engine import Outcome
     from tasks import bridge
 
     ids = c.start_runs(rt, lanes * runs_per_lane, "Concurrent", team=team)
@@ -130,25 +151,16 @@ def in_process_concurrent(
     times: list[float] = []
 
     async def lane(run_ids: list[int]) -> int:
-        steps = 0
-        for run_id in run_ids:
-            version = 0
-            while True:
-                started = time.perf_counter()
-                outcome = await rt.engine.step(run_id, version)
-                times.append((time.perf_counter() - started) * 1000)
-                steps += 1
-                if outcome.outcome is not Outcome.ADVANCED:
-                    break
-                version = outcome.version
-        return steps
+        return sum([await _run_to_end(rt, run_id) for run_id in run_ids])
 
     async def main() -> int:
         return sum(await asyncio.gather(*(lane(q) for q in queues)))
 
+    _timed_steps(rt, times)
     started, cpu = time.perf_counter(), time.process_time()
     steps = bridge.run(main())
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    del rt.engine.step
     return {
         "metric": "step_overhead",
         "mode": f"in_process_{lanes}_runs",
@@ -281,7 +293,8 @@ def long_run(rt: Any, url: str, steps: int, marks: list[int], window: int) -> li
     version = 0
     while version < steps:
         wall, cpu = time.perf_counter(), time.process_time()
-        outcome = bridge.run(rt.engine.step(run_id, version))
+        # hold_next, as a worker going on with the run steps it.
+        outcome = bridge.run(rt.engine.step(run_id, version, hold_next=True))
         cpu_ms.append((time.process_time() - cpu) * 1000)
         wall_ms.append((time.perf_counter() - wall) * 1000)
         if outcome.outcome is not Outcome.ADVANCED:

@@ -40,7 +40,7 @@ from orchestrator.nodes.route import route
 from orchestrator.nodes.supervise import supervise
 from orchestrator.nodes.work import work
 from orchestrator.store.models import Run, RunStatus
-from orchestrator.store.repository import NewStep, StepStart, Store
+from orchestrator.store.repository import Hold, NewStep, StepStart, Store
 from orchestrator.teams import TeamsConfig
 from orchestrator.telemetry import metrics
 from orchestrator.telemetry.logs import log_context
@@ -99,6 +99,8 @@ class Engine:
         # States this engine committed, by (run, version): immutable once committed, so the
         # next step of the same run needs no checkpoint read.
         self._states: OrderedDict[tuple[int, int], st.State] = OrderedDict()
+        # Leases a commit kept for the next step of the same run (token, what it reads).
+        self._held: dict[tuple[int, int], tuple[str, StepStart]] = {}
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -107,25 +109,50 @@ class Engine:
         """Keep the lease while a slow step waits on models; a dead worker's lease lapses."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            await self._db(self.store.renew_lease, run_id, token, self.lease_s)
+            await self.store.arenew_lease(run_id, token, self.lease_s)
+
+    def _token(self) -> str:
+        return f"{self.owner}:{uuid.uuid4().hex[:12]}"
+
+    async def release(self, run_id: int, version: int) -> None:
+        """Give up a lease held for step `version` (see `step(hold_next=True)`), so the
+        queue can hand the run to any worker at once."""
+        held = self._held.pop((run_id, version), None)
+        if held is not None:
+            await self.store.arelease_lease(run_id, held[0])
 
     async def step(
-        self, run_id: int, version: int, carrier: Mapping[str, str] | None = None
+        self,
+        run_id: int,
+        version: int,
+        carrier: Mapping[str, str] | None = None,
+        *,
+        hold_next: bool = False,
     ) -> StepOutcome:
         """Execute one unit. `carrier` is the trace context the task arrived with; without
-        one the step joins the run's own trace."""
-        token = f"{self.owner}:{uuid.uuid4().hex[:12]}"
-        # One round trip: the lease at `version`, the run, its checkpoint, spend and replays.
-        # A worker that committed the version itself has its state in memory (the common
-        # case: it goes straight on with the run); begin_step then reads no checkpoint.
+        one the step joins the run's own trace.
+
+        `hold_next`: the caller goes straight on with the run's next step, so the commit
+        keeps the run's lease for it and reads what it needs (see Store.acommit_step); that
+        next step then starts without a round trip. A caller that does not go on after all
+        calls `release`.
+        """
+        held = self._held.pop((run_id, version), None)
         cached = self._states.get((run_id, version))
-        start = await self._db(
-            lambda: self.store.begin_step(
+        if held is not None and cached is not None:
+            token, start = held[0], dataclasses.replace(held[1], state=cached)
+        else:
+            if held is not None:  # no state in memory after all: start afresh
+                await self.store.arelease_lease(run_id, held[0])
+            token = self._token()
+            # One round trip: the lease at `version`, the run, its checkpoint, spend and
+            # replays. A worker that committed the version itself has its state in memory;
+            # begin_step then reads no checkpoint.
+            start = await self.store.abegin_step(
                 run_id, version, token, self.lease_s, want_state=cached is None
             )
-        )
-        if cached is not None and start.taken:
-            start = dataclasses.replace(start, state=cached)
+            if cached is not None and start.taken:
+                start = dataclasses.replace(start, state=cached)
         if not start.taken:
             if start.duplicate:
                 return StepOutcome(Outcome.DUPLICATE, run_id, version)
@@ -144,7 +171,7 @@ class Engine:
                 use_context(carrier),
                 step_span(str(run_id), version + 1, run.team or "", "step") as span,
             ):
-                ctx, result, committed = await self._execute(start, version, started)
+                ctx, result, committed = await self._execute(start, version, started, hold_next)
                 span.set_attribute("switchboard.node", result.node)
                 span.update_name(f"step {result.node}")
                 span.set_attribute("switchboard.committed", committed)
@@ -163,7 +190,7 @@ class Engine:
             renewal.cancel()
             # A commit frees the lease in its own statement; release only on failure.
             if not committed:
-                await self._db(self.store.release_lease, run_id, token)
+                await self.store.arelease_lease(run_id, token)
         if not committed:
             return StepOutcome(Outcome.DUPLICATE, run_id, version)
         outcome = {
@@ -195,7 +222,7 @@ class Engine:
         return {"traceparent": traceparent}
 
     async def _execute(
-        self, start: StepStart, version: int, started: float
+        self, start: StepStart, version: int, started: float, hold_next: bool
     ) -> tuple[StepContext, NodeResult, bool]:
         run, loaded = start.run, start.state
         assert run is not None
@@ -218,8 +245,10 @@ class Engine:
         # working copy (which already holds some of them).
         delta = [*ctx.applied, *result.updates]
         new_state = st.apply(loaded, delta)
-        committed = await self._db(
-            self.store.commit_step,
+        hold = None
+        if hold_next and result.status == RunStatus.RUNNING:
+            hold = Hold(self._token(), self.lease_s)
+        commit = await self.store.acommit_step(
             run.id,
             version,
             NewStep(
@@ -236,13 +265,18 @@ class Engine:
                 started_at=datetime.now(UTC) - timedelta(seconds=time.perf_counter() - started),
                 team=result.team,
             ),
+            hold,
         )
         self._states.pop((run.id, version), None)
-        if committed and result.status == RunStatus.RUNNING:
+        if commit.committed and result.status == RunStatus.RUNNING:
             self._states[(run.id, version + 1)] = new_state
             while len(self._states) > STATE_CACHE:
                 self._states.popitem(last=False)
-        return ctx, result, committed
+            if hold is not None and commit.next is not None:
+                self._held[(run.id, version + 1)] = (hold.owner, commit.next)
+                while len(self._held) > STATE_CACHE:  # never stepped on: its lease lapses
+                    self._held.pop(next(iter(self._held)))
+        return ctx, result, commit.committed
 
     def _count(self, ctx: StepContext, result: NodeResult, seconds: float) -> None:
         """Metrics for a committed step only, so a duplicate execution counts nothing."""

@@ -127,6 +127,12 @@ def register_port(platform: str, port: ChatPort) -> None:
     _ports[platform] = port
 
 
+def may_deliver(platform: str) -> bool:
+    """Whether this process has, or may make, a port for `platform` (no I/O): a step of a
+    run on a platform without one pays no thread hop for delivery."""
+    return platform in _ports or (platform in PORT_FACTORIES and platform not in _port_failures)
+
+
 def port_for(platform: str) -> ChatPort | None:
     """This process's port for `platform`, made once, by one thread at a time.
 

@@ -11,9 +11,11 @@ reaper re-enqueues the run, exactly as for a worker killed mid-step.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task, signals
@@ -102,11 +104,13 @@ def start_run(
 
 @app.task(name="switchboard.advance", bind=True, acks_late=True, max_retries=None)
 def advance(self: Task, run_id: int, version: int) -> str:
-    """Execute step `version` -> `version + 1` of a run; idempotent under redelivery."""
+    """Execute step `version` -> `version + 1` of a run, then go on with it for a slice;
+    idempotent under redelivery."""
     rt = runtime.get()
     carrier = carrier_from_celery_request(self.request)
     try:
-        outcome: StepOutcome = bridge.run(rt.engine.step(run_id, version, carrier or None))
+        # The whole slice is one coroutine on the process's loop: no thread handoff per step.
+        handback = bridge.run(run_slice(rt, run_id, version, carrier or None))
     except Exception as exc:
         retries = self.request.retries or 0
         if retries >= MAX_STEP_RETRIES:
@@ -115,11 +119,12 @@ def advance(self: Task, run_id: int, version: int) -> str:
             return "failed"
         log.warning("run %s step %s: %s; retrying", run_id, version, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(60, 2**retries)) from exc
-    if outcome.outcome is Outcome.BUSY:
+    outcome = handback.outcome
+    if outcome.outcome is Outcome.BUSY and outcome.version == version:
         raise self.retry(countdown=outcome.retry_in, max_retries=None)
-    if outcome.outcome is Outcome.DUPLICATE:
-        return outcome.outcome
-    return str(_continue(rt, outcome).outcome)
+    if handback.countdown is not None:
+        enqueue(outcome.run_id, outcome.version, outcome.trace_parent, handback.countdown)
+    return str(outcome.outcome)
 
 
 SHUTTING_DOWN = threading.Event()
@@ -130,23 +135,51 @@ def _shutting_down(**_: Any) -> None:
     SHUTTING_DOWN.set()
 
 
-def _continue(rt: runtime.Runtime, outcome: StepOutcome) -> StepOutcome:
-    """Go on with the run in this worker for one fairness slice; hand it back after."""
+@dataclass(frozen=True)
+class Handback:
+    """Where a slice left the run; `countdown` set: enqueue its next step after that long."""
+
+    outcome: StepOutcome
+    countdown: float | None = None
+
+
+async def run_slice(
+    rt: runtime.Runtime, run_id: int, version: int, carrier: dict[str, str] | None = None
+) -> Handback:
+    """Step the run, then go on with it in this worker for one fairness slice.
+
+    A step that will be followed by another keeps the run's lease through its commit
+    (`hold_next`), so the next step starts without a round trip. The first step's failure
+    propagates (the task retries it with backoff); a later one hands the run to the queue.
+    """
     settings = rt.settings
     deadline = time.monotonic() + settings.slice_s
+
+    def more(steps: int) -> bool:
+        return (
+            steps < settings.slice_steps
+            and time.monotonic() < deadline
+            and not SHUTTING_DOWN.is_set()
+        )
+
+    outcome = await rt.engine.step(run_id, version, carrier, hold_next=more(1))
     steps = 1
     while True:
+        if outcome.outcome in (Outcome.BUSY, Outcome.DUPLICATE):
+            return Handback(outcome)
         # The outcome carries the run's trace context and platform: no read after the commit.
-        if outcome.platform is not None:
-            deliver_now(outcome.run_id, outcome.platform)
+        if outcome.platform is not None and runtime.may_deliver(outcome.platform):
+            await asyncio.to_thread(deliver_now, outcome.run_id, outcome.platform)
         if outcome.outcome is not Outcome.ADVANCED:
-            return outcome
-        if steps >= settings.slice_steps or time.monotonic() >= deadline or SHUTTING_DOWN.is_set():
-            enqueue(outcome.run_id, outcome.version, outcome.trace_parent)
-            return outcome
+            return Handback(outcome)
+        if not more(steps):
+            await rt.engine.release(outcome.run_id, outcome.version)
+            return Handback(outcome, countdown=0.0)
         carrier = {"traceparent": outcome.trace_parent} if outcome.trace_parent else None
         try:
-            following = bridge.run(rt.engine.step(outcome.run_id, outcome.version, carrier))
+            following = await rt.engine.step(
+                outcome.run_id, outcome.version, carrier, hold_next=more(steps + 1)
+            )
         except Exception as exc:  # the queue retries it, with its backoff
             log.warning(
                 "run %s step %s: %s; handing it to the queue",
@@ -154,15 +187,9 @@ def _continue(rt: runtime.Runtime, outcome: StepOutcome) -> StepOutcome:
                 outcome.version,
                 type(exc).__name__,
             )
-            enqueue(outcome.run_id, outcome.version, outcome.trace_parent, countdown=1.0)
-            return outcome
+            return Handback(outcome, countdown=1.0)
         if following.outcome is Outcome.BUSY:
-            enqueue(
-                outcome.run_id, outcome.version, outcome.trace_parent, countdown=following.retry_in
-            )
-            return following
-        if following.outcome is Outcome.DUPLICATE:
-            return following
+            return Handback(outcome, countdown=following.retry_in)
         outcome, steps = following, steps + 1
 
 
@@ -171,7 +198,7 @@ def enqueue(
 ) -> None:
     """Hand a run's next step to the queue; its trace context travels in the headers."""
     headers = {"traceparent": traceparent} if traceparent else None
-    advance.apply_async((run_id, version), headers=headers, countdown=countdown)
+    advance.apply_async((run_id, version), headers=headers, countdown=countdown or None)
 
 
 def fail_run(run_id: int, reason: str) -> None:

@@ -408,7 +408,11 @@ class LLMGateway:
                 output_tokens=reply.tokens_out,
                 cost_dollars=reply.cost_usd,
             )
-            stored = await asyncio.to_thread(self.ledger.record, spec, model, request, reply)
+            arecord = getattr(self.ledger, "arecord", None)
+            if arecord is not None:  # the store awaits it on the async driver, no thread hop
+                stored = await arecord(spec, model, request, reply)
+            else:
+                stored = await asyncio.to_thread(self.ledger.record, spec, model, request, reply)
             for observe in self._observers:
                 observe(spec, stored)
             return stored

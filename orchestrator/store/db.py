@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -15,6 +18,10 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+# Async engines per event loop: an asyncio connection belongs to the loop that opened it.
+_async_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncEngine]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -64,6 +71,25 @@ def get_hot_engine(url: str) -> Engine:
         if engine is None:
             engine = _engines[key] = create_engine(
                 url, isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=40
+            )
+        return engine
+
+
+def get_hot_async_engine(url: str) -> AsyncEngine:
+    """The step hot path's engine on the running loop: psycopg's async driver, AUTOCOMMIT,
+    no pre-ping (as `get_hot_engine`). Postgres only.
+
+    A step awaits its statements on the loop that runs it instead of hopping to a thread
+    for each one: no thread handoff, no GIL ping-pong with the loop between statements.
+    """
+    loop = asyncio.get_running_loop()
+    with _lock:
+        engines = _async_engines.setdefault(loop, {})
+        engine = engines.get(url)
+        if engine is None:
+            async_url = make_url(url).set(drivername="postgresql+psycopg")
+            engine = engines[url] = create_async_engine(
+                async_url, isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=40
             )
         return engine
 

@@ -6,8 +6,9 @@ transaction; the unique (run, version) makes a duplicated commit fail and roll b
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,13 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import state as st
 from orchestrator.llm.gateway import CallSpec, Reply, ToolCall
 from orchestrator.notices import Notice
-from orchestrator.store.db import get_hot_engine, session_factory
+from orchestrator.store.db import get_hot_async_engine, get_hot_engine, session_factory
 from orchestrator.store.models import (
     AuditEntry,
     Checkpoint,
@@ -40,6 +42,7 @@ from orchestrator.store.statements import (
     _COMMIT_STEP_PG,
     _EXTEND_LEASE,
     _INSERT_CALL,
+    _INSERT_CALL_PG,
     _INSERT_CHECKPOINT,
     _INSERT_OUTBOX,
     _INSERT_STEP,
@@ -102,6 +105,22 @@ class StepStart:
     last_input_id: int = 0
     duplicate: bool = False  # not taken: the run moved on (or ended)
     busy_for: float = 0.0  # not taken: seconds left on another execution's lease
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Keep the run's lease past the commit, for the worker going on with the run."""
+
+    owner: str
+    ttl_s: float
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A commit's outcome; `next` is the next step's start when the lease was held."""
+
+    committed: bool
+    next: StepStart | None = None
 
 
 class Store:
@@ -268,16 +287,7 @@ class Store:
         (lease rows skip the WAL flush wait, as in `acquire_lease`). Elsewhere the same
         reads follow the lease update in one transaction.
         """
-        moment = now()
-        params = {
-            "run_id": run_id,
-            "owner": owner,
-            "moment": moment,
-            "until": moment + timedelta(seconds=ttl_s),
-            "at_version": version,
-            "step": version + 1,
-            "want_state": want_state,
-        }
+        params = _begin_params(run_id, version, owner, ttl_s, want_state)
         if self.postgres:
             row = self._hot_retry(lambda c: c.execute(_BEGIN_STEP_PG, params).one_or_none())
         else:
@@ -287,24 +297,55 @@ class Store:
         if row is None:
             return self._refusal(run_id, version)
         values = row._mapping
-        run = Run(**{key: values[key] for key in _RUN_KEYS})
         replays: dict[int, Reply] = {}
         if values["recorded_calls"]:
             replays = self.recorded_step(run_id, version + 1)
-        text = values["cp_state"]
         state = None
-        if text is not None:
-            state = st.loads(text)
+        if values["cp_state"] is not None:
+            state = st.loads(values["cp_state"])
         elif want_state:  # a delta version: fold it from its snapshot
             state = self.load_checkpoint(run_id, version)
-        return StepStart(
-            taken=True,
-            run=run,
-            state=state,
-            spend=Spend(int(values["spent_tokens"]), float(values["spent_dollars"])),
-            replays=replays,
-            last_input_id=int(values["last_input"] or 0),
-        )
+        return _started(values, state, replays)
+
+    async def abegin_step(
+        self, run_id: int, version: int, owner: str, ttl_s: float, *, want_state: bool = True
+    ) -> StepStart:
+        """`begin_step` for a coroutine: awaited on psycopg's async driver on Postgres (one
+        round trip, no thread hop); elsewhere the synchronous one in a thread."""
+        if not self.postgres:
+            return await asyncio.to_thread(
+                self.begin_step, run_id, version, owner, ttl_s, want_state=want_state
+            )
+        params = _begin_params(run_id, version, owner, ttl_s, want_state)
+        row = await self._ahot(lambda c: c.execute(_BEGIN_STEP_PG, params))
+        row = row.one_or_none()
+        if row is None:
+            return await asyncio.to_thread(self._refusal, run_id, version)
+        values = row._mapping
+        if values["recorded_calls"] or (values["cp_state"] is None and want_state):
+            # A re-execution or a delta version not in memory: rare, read as before.
+            def reads() -> tuple[dict[int, Reply], st.State | None]:
+                replays = self.recorded_step(run_id, version + 1)
+                if values["cp_state"] is not None:
+                    return replays, st.loads(values["cp_state"])
+                return replays, self.load_checkpoint(run_id, version) if want_state else None
+
+            replays, state = await asyncio.to_thread(reads)
+            return _started(values, state, replays)
+        state = st.loads(values["cp_state"]) if values["cp_state"] is not None else None
+        return _started(values, state, {})
+
+    async def _ahot(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+        """`_hot_retry` on the async engine: once more if the connection had died."""
+        engine = get_hot_async_engine(self.url)
+        for attempt in (0, 1):
+            try:
+                async with engine.connect() as connection:
+                    return await work(connection)
+            except DBAPIError as exc:
+                if attempt or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     def _refusal(self, run_id: int, version: int) -> StepStart:
         with self._connect() as connection:
@@ -341,6 +382,18 @@ class Store:
     def release_lease(self, run_id: int, owner: str) -> None:
         with self._begin(durable=False) as connection:
             connection.execute(_RELEASE_LEASE, {"run_id": run_id, "owner": owner})
+
+    async def arenew_lease(self, run_id: int, owner: str, ttl_s: float) -> bool:
+        if not self.postgres:
+            return await asyncio.to_thread(self.renew_lease, run_id, owner, ttl_s)
+        params = {"run_id": run_id, "owner": owner, "until": now() + timedelta(seconds=ttl_s)}
+        result = await self._ahot(lambda c: c.execute(_EXTEND_LEASE, params))
+        return bool(result.rowcount == 1)
+
+    async def arelease_lease(self, run_id: int, owner: str) -> None:
+        if not self.postgres:
+            return await asyncio.to_thread(self.release_lease, run_id, owner)
+        await self._ahot(lambda c: c.execute(_RELEASE_LEASE, {"run_id": run_id, "owner": owner}))
 
     def stalled_runs(self, older_than_s: float) -> list[tuple[int, int]]:
         """Runs that should be moving but have not for a while: their step task was lost."""
@@ -390,16 +443,39 @@ class Store:
 
         Returns False (and changes nothing) when another execution already advanced the run.
         """
+        return self._commit(run_id, from_version, new, None).committed
+
+    async def acommit_step(
+        self, run_id: int, from_version: int, new: NewStep, hold: Hold | None = None
+    ) -> Commit:
+        """`commit_step` for a coroutine, and with `hold` also the start of the next step.
+
+        `hold` keeps the run's lease for the worker that goes straight on with the run: the
+        same statement that commits v(n+1) leases v(n+1) to `hold.owner` and returns what
+        the next step reads (the run row, its spend, the newest human input), so a step
+        that continues a run costs no separate begin_step round trip. On Postgres the whole
+        commit is one statement awaited on the async driver.
+        """
+        if not self.postgres or new.escalation is not None:
+            return await asyncio.to_thread(self._commit, run_id, from_version, new, hold)
+        params = self._commit_params_pg(run_id, from_version, new, hold)
+        try:
+            result = await self._ahot(lambda c: c.execute(_COMMIT_STEP_PG, params))
+        except IntegrityError:
+            return Commit(False)
+        return _commit_from(result.one_or_none(), hold)
+
+    def _commit(self, run_id: int, from_version: int, new: NewStep, hold: Hold | None) -> Commit:
         version = from_version + 1
         moment = now()
-        # The commit also frees the step lease: the engine's release that follows then
-        # matches no row and costs no disk flush.
+        # The commit also frees the step lease (or passes it on to the next step): the
+        # engine's release that follows then matches no row and costs no disk flush.
         values: dict[str, Any] = {
             "version": version,
             "status": new.run_status,
             "updated_at": moment,
-            "lease_owner": None,
-            "lease_until": None,
+            "lease_owner": hold.owner if hold else None,
+            "lease_until": moment + timedelta(seconds=hold.ttl_s) if hold else None,
         }
         if new.answer is not None:
             values["answer"] = new.answer
@@ -408,7 +484,14 @@ class Store:
         if new.team is not None:
             values["team"] = new.team
         if self.postgres and new.escalation is None:
-            return self._commit_step_pg(run_id, from_version, new, moment)
+            params = self._commit_params_pg(run_id, from_version, new, hold)
+            try:
+                with self.hot.connect() as connection:
+                    return _commit_from(
+                        connection.execute(_COMMIT_STEP_PG, params).one_or_none(), hold
+                    )
+            except IntegrityError:
+                return Commit(False)
         try:
             with self._begin() as connection:
                 # One round trip advances the run and reads what the outbox rows need.
@@ -418,7 +501,7 @@ class Store:
                 ).one_or_none()
                 if advanced is None:
                     connection.rollback()
-                    return False
+                    return Commit(False)
                 kind, text = self._checkpoint(version, new)
                 connection.execute(
                     _INSERT_CHECKPOINT,
@@ -461,21 +544,28 @@ class Store:
                 rows = _outbox_rows(run_id, advanced.platform, advanced.channel, version, notices)
                 if rows:
                     connection.execute(_INSERT_OUTBOX, rows)
-            return True
+                following = None
+                if hold is not None:
+                    reads = {"run_id": run_id, "at_version": version, "step": version + 1}
+                    following = connection.execute(_READ_STEP, {**reads, "want_state": False}).one()
+            return _commit_from(following, hold) if hold else Commit(True)
         except IntegrityError:
-            return False
+            return Commit(False)
 
-    def _commit_step_pg(
-        self, run_id: int, from_version: int, new: NewStep, moment: datetime
-    ) -> bool:
+    def _commit_params_pg(
+        self, run_id: int, from_version: int, new: NewStep, hold: Hold | None
+    ) -> dict[str, Any]:
         """commit_step as ONE statement on Postgres (data-modifying CTEs run whole or not
         at all, committed by themselves): the run update, checkpoint, step row and outbox
         rows in one round trip. A lost version race matches no run row and inserts
         nothing; a duplicate checkpoint fails the whole statement."""
         version = from_version + 1
+        moment = now()
         rows = _outbox_rows(run_id, "", "", version, new.notices)
         kind, text = self._checkpoint(version, new)
-        params = {
+        return {
+            "next_owner": hold.owner if hold else None,
+            "next_until": moment + timedelta(seconds=hold.ttl_s) if hold else None,
             "kind": kind,
             "state": text,
             "run_id": run_id,
@@ -495,11 +585,6 @@ class Store:
                 [{"key": r["key"], "kind": r["kind"], "payload": r["payload"]} for r in rows]
             ),
         }
-        try:
-            with self.hot.connect() as connection:
-                return bool(connection.execute(_COMMIT_STEP_PG, params).scalar_one())
-        except IntegrityError:
-            return False
 
     def steps(self, run_id: int) -> list[Step]:
         with self.sessions() as session:
@@ -527,28 +612,33 @@ class Store:
         try:
             # One INSERT, committed alone (autocommit on Postgres), durably.
             with self.hot.begin() as connection:
-                connection.execute(
-                    _INSERT_CALL,
-                    {
-                        "run_id": spec.run_id,
-                        "step": spec.step,
-                        "call_index": spec.call_index,
-                        "team": spec.team,
-                        "channel": spec.channel,
-                        "purpose": spec.purpose,
-                        "tier": spec.tier,
-                        "model": model,
-                        "request": _jsonable(request),
-                        "response": reply.to_json(),
-                        "tokens_in": reply.tokens_in,
-                        "tokens_out": reply.tokens_out,
-                        "cost_usd": reply.cost_usd,
-                        "latency_ms": reply.latency_ms,
-                    },
-                )
+                if self.postgres:
+                    connection.execute(_INSERT_CALL_PG, _call_params(spec, model, request, reply))
+                else:
+                    params = _call_params(spec, model, request, reply)
+                    params["request"] = json.loads(params["request"])
+                    params["response"] = json.loads(params["response"])
+                    params["created_at"] = params.pop("moment")
+                    connection.execute(_INSERT_CALL, params)
             return reply
         except IntegrityError:
             existing = self.recorded(spec.run_id, spec.step, spec.call_index)
+            return existing or reply
+
+    async def arecord(
+        self, spec: CallSpec, model: str, request: dict[str, Any], reply: Reply
+    ) -> Reply:
+        """`record` for a coroutine: one INSERT awaited on the async driver (Postgres)."""
+        if not self.postgres:
+            return await asyncio.to_thread(self.record, spec, model, request, reply)
+        params = _call_params(spec, model, request, reply)
+        try:
+            await self._ahot(lambda c: c.execute(_INSERT_CALL_PG, params))
+            return reply
+        except IntegrityError:
+            existing = await asyncio.to_thread(
+                self.recorded, spec.run_id, spec.step, spec.call_index
+            )
             return existing or reply
 
     def llm_calls(self, run_id: int) -> list[LLMCall]:
@@ -710,7 +800,58 @@ def _reply_of(row: LLMCall, *, replayed: bool) -> Reply:
     )
 
 
-def _jsonable(value: Any) -> Any:
-    import json
+def _begin_params(
+    run_id: int, version: int, owner: str, ttl_s: float, want_state: bool
+) -> dict[str, Any]:
+    moment = now()
+    return {
+        "run_id": run_id,
+        "owner": owner,
+        "moment": moment,
+        "until": moment + timedelta(seconds=ttl_s),
+        "at_version": version,
+        "step": version + 1,
+        "want_state": want_state,
+    }
 
-    return json.loads(json.dumps(value, default=str))
+
+def _started(values: Any, state: st.State | None, replays: dict[int, Reply]) -> StepStart:
+    """A taken step's start from a row holding the run's columns and the step reads."""
+    return StepStart(
+        taken=True,
+        run=Run(**{key: values[key] for key in _RUN_KEYS}),
+        state=state,
+        spend=Spend(int(values["spent_tokens"]), float(values["spent_dollars"])),
+        replays=replays,
+        last_input_id=int(values["last_input"] or 0),
+    )
+
+
+def _commit_from(row: Any, hold: Hold | None) -> Commit:
+    """The commit's outcome from the row the commit statement returned (None: lost)."""
+    if row is None:
+        return Commit(False)
+    return Commit(True, _started(row._mapping, None, {}) if hold else None)
+
+
+def _call_params(
+    spec: CallSpec, model: str, request: dict[str, Any], reply: Reply
+) -> dict[str, Any]:
+    """A ledger row's values; request and response as JSON text, serialised once."""
+    return {
+        "run_id": spec.run_id,
+        "step": spec.step,
+        "call_index": spec.call_index,
+        "team": spec.team,
+        "channel": spec.channel,
+        "purpose": spec.purpose,
+        "tier": spec.tier,
+        "model": model,
+        "request": json.dumps(request, default=str),
+        "response": json.dumps(reply.to_json()),
+        "tokens_in": reply.tokens_in,
+        "tokens_out": reply.tokens_out,
+        "cost_usd": reply.cost_usd,
+        "latency_ms": reply.latency_ms,
+        "moment": now(),
+    }

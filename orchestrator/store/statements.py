@@ -137,12 +137,13 @@ _COMMIT_STEP_PG = text(
     """
 WITH adv AS (
     UPDATE runs SET version = :version, status = :status, updated_at = :moment,
-        lease_owner = NULL, lease_until = NULL,
+        lease_owner = CAST(:next_owner AS VARCHAR),
+        lease_until = CAST(:next_until AS TIMESTAMP WITH TIME ZONE),
         answer = COALESCE(CAST(:answer AS TEXT), answer),
         error = COALESCE(CAST(:error AS TEXT), error),
         team = COALESCE(CAST(:team AS VARCHAR), team)
     WHERE id = :run_id AND version = :from_version AND status IN ('queued', 'running')
-    RETURNING id, platform, channel
+    RETURNING *
 ), cp AS (
     INSERT INTO checkpoints (run_id, version, kind, state, created_at)
     SELECT adv.id, :version, :kind, :state, :moment FROM adv
@@ -167,7 +168,24 @@ WITH adv AS (
     FROM adv, json_to_recordset(CAST(:outbox AS JSON)) AS r(key TEXT, kind TEXT, payload JSON)
     RETURNING 1
 )
-SELECT count(*) FROM adv
+SELECT adv.*,
+    (SELECT COALESCE(SUM(tokens_in + tokens_out), 0) FROM llm_calls
+        WHERE run_id = :run_id) AS spent_tokens,
+    (SELECT COALESCE(SUM(cost_usd), 0.0) FROM llm_calls WHERE run_id = :run_id)
+        AS spent_dollars,
+    (SELECT MAX(id) FROM audit WHERE run_id = :run_id AND action = 'human_input')
+        AS last_input
+FROM adv
+"""
+)
+# The paid call, one statement; the request and response arrive as JSON text.
+_INSERT_CALL_PG = text(
+    """
+INSERT INTO llm_calls (run_id, step, call_index, team, channel, purpose, tier, model,
+    request, response, tokens_in, tokens_out, cost_usd, latency_ms, created_at)
+VALUES (:run_id, :step, :call_index, :team, :channel, :purpose, :tier, :model,
+    CAST(:request AS JSON), CAST(:response AS JSON), :tokens_in, :tokens_out, :cost_usd,
+    :latency_ms, :moment)
 """
 )
 _RUN_KEYS = tuple(column.key for column in Run.__table__.c)
