@@ -117,11 +117,9 @@ def migrate(url: str) -> None:
 def drop_database(url: str) -> None:
     import psycopg
 
-    from orchestrator.store.db import _engines
+    from orchestrator.store.db import dispose
 
-    engine = _engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
+    dispose(url)
     name = urlsplit(url).path.lstrip("/")
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

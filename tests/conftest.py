@@ -30,10 +30,9 @@ def pg_template() -> Iterator[str]:
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     upgrade(PG.format(name=name))
-    from orchestrator.store.db import _engines
+    from orchestrator.store.db import dispose
 
-    engine = _engines.pop(PG.format(name=name))
-    engine.dispose()
+    dispose(PG.format(name=name))
     yield name
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -49,11 +48,9 @@ def cloned_database(template: str, prefix: str = "sb_test") -> Iterator[str]:
     try:
         yield url
     finally:
-        from orchestrator.store.db import _engines
+        from orchestrator.store.db import dispose
 
-        engine = _engines.pop(url, None)
-        if engine is not None:
-            engine.dispose()
+        dispose(url)
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

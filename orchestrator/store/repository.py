@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import state as st
 from orchestrator.llm.gateway import CallSpec, Reply, ToolCall
 from orchestrator.notices import Notice
-from orchestrator.store.db import get_hot_async_engine, get_hot_engine, session_factory
+from orchestrator.store.db import get_hot_engine, get_hot_pool, session_factory
 from orchestrator.store.models import (
     AuditEntry,
     Checkpoint,
@@ -55,6 +55,11 @@ from orchestrator.store.statements import (
     _RUN_KEYS,
     _RUN_SPEND,
     _TAKE_LEASE,
+    BEGIN_STEP,
+    COMMIT_STEP,
+    EXTEND_LEASE,
+    INSERT_CALL,
+    RELEASE_LEASE,
     _outbox_rows,
 )
 
@@ -317,11 +322,9 @@ class Store:
                 self.begin_step, run_id, version, owner, ttl_s, want_state=want_state
             )
         params = _begin_params(run_id, version, owner, ttl_s, want_state)
-        row = await self._ahot(lambda c: c.execute(_BEGIN_STEP_PG, params))
-        row = row.one_or_none()
-        if row is None:
+        values, _ = await self._ahot(BEGIN_STEP, params)
+        if values is None:
             return await asyncio.to_thread(self._refusal, run_id, version)
-        values = row._mapping
         if values["recorded_calls"] or (values["cp_state"] is None and want_state):
             # A re-execution or a delta version not in memory: rare, read as before.
             def reads() -> tuple[dict[int, Reply], st.State | None]:
@@ -335,15 +338,18 @@ class Store:
         state = st.loads(values["cp_state"]) if values["cp_state"] is not None else None
         return _started(values, state, {})
 
-    async def _ahot(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
-        """`_hot_retry` on the async engine: once more if the connection had died."""
-        engine = get_hot_async_engine(self.url)
+    async def _ahot(self, sql: str, params: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
+        """One hot-path statement on the async pool: (first row, rows affected). Once more if
+        the connection had died; only for statements safe to repeat, as `_hot_retry`."""
+        pool = await get_hot_pool(self.url)
         for attempt in (0, 1):
             try:
-                async with engine.connect() as connection:
-                    return await work(connection)
-            except DBAPIError as exc:
-                if attempt or not exc.connection_invalidated:
+                async with pool.connection() as connection:
+                    cursor = await connection.execute(sql, params)
+                    row = await cursor.fetchone() if cursor.description else None
+                    return row, cursor.rowcount
+            except psycopg.OperationalError:
+                if attempt:
                     raise
         raise AssertionError("unreachable")
 
@@ -387,13 +393,13 @@ class Store:
         if not self.postgres:
             return await asyncio.to_thread(self.renew_lease, run_id, owner, ttl_s)
         params = {"run_id": run_id, "owner": owner, "until": now() + timedelta(seconds=ttl_s)}
-        result = await self._ahot(lambda c: c.execute(_EXTEND_LEASE, params))
-        return bool(result.rowcount == 1)
+        _, changed = await self._ahot(EXTEND_LEASE, params)
+        return changed == 1
 
     async def arelease_lease(self, run_id: int, owner: str) -> None:
         if not self.postgres:
             return await asyncio.to_thread(self.release_lease, run_id, owner)
-        await self._ahot(lambda c: c.execute(_RELEASE_LEASE, {"run_id": run_id, "owner": owner}))
+        await self._ahot(RELEASE_LEASE, {"run_id": run_id, "owner": owner})
 
     def stalled_runs(self, older_than_s: float) -> list[tuple[int, int]]:
         """Runs that should be moving but have not for a while: their step task was lost."""
@@ -460,10 +466,10 @@ class Store:
             return await asyncio.to_thread(self._commit, run_id, from_version, new, hold)
         params = self._commit_params_pg(run_id, from_version, new, hold)
         try:
-            result = await self._ahot(lambda c: c.execute(_COMMIT_STEP_PG, params))
-        except IntegrityError:
+            row, _ = await self._ahot(COMMIT_STEP, params)
+        except psycopg.IntegrityError:
             return Commit(False)
-        return _commit_from(result.one_or_none(), hold)
+        return _commit_from(row, hold)
 
     def _commit(self, run_id: int, from_version: int, new: NewStep, hold: Hold | None) -> Commit:
         version = from_version + 1
@@ -487,9 +493,8 @@ class Store:
             params = self._commit_params_pg(run_id, from_version, new, hold)
             try:
                 with self.hot.connect() as connection:
-                    return _commit_from(
-                        connection.execute(_COMMIT_STEP_PG, params).one_or_none(), hold
-                    )
+                    row = connection.execute(_COMMIT_STEP_PG, params).one_or_none()
+                    return _commit_from(None if row is None else row._mapping, hold)
             except IntegrityError:
                 return Commit(False)
         try:
@@ -548,7 +553,9 @@ class Store:
                 if hold is not None:
                     reads = {"run_id": run_id, "at_version": version, "step": version + 1}
                     following = connection.execute(_READ_STEP, {**reads, "want_state": False}).one()
-            return _commit_from(following, hold) if hold else Commit(True)
+            if hold is None or following is None:
+                return Commit(True)
+            return _commit_from(following._mapping, hold)
         except IntegrityError:
             return Commit(False)
 
@@ -633,9 +640,9 @@ class Store:
             return await asyncio.to_thread(self.record, spec, model, request, reply)
         params = _call_params(spec, model, request, reply)
         try:
-            await self._ahot(lambda c: c.execute(_INSERT_CALL_PG, params))
+            await self._ahot(INSERT_CALL, params)
             return reply
-        except IntegrityError:
+        except psycopg.IntegrityError:
             existing = await asyncio.to_thread(
                 self.recorded, spec.run_id, spec.step, spec.call_index
             )
@@ -827,11 +834,11 @@ def _started(values: Any, state: st.State | None, replays: dict[int, Reply]) -> 
     )
 
 
-def _commit_from(row: Any, hold: Hold | None) -> Commit:
+def _commit_from(values: Any, hold: Hold | None) -> Commit:
     """The commit's outcome from the row the commit statement returned (None: lost)."""
-    if row is None:
+    if values is None:
         return Commit(False)
-    return Commit(True, _started(row._mapping, None, {}) if hold else None)
+    return Commit(True, _started(values, None, {}) if hold else None)
 
 
 def _call_params(

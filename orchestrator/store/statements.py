@@ -5,6 +5,7 @@ Built once at import, so a step pays for executing statements, not for compiling
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -227,22 +228,31 @@ def _step_reads(source: Any) -> Any:
     )
 
 
-_LEASED = (
-    update(Run)
-    .where(
-        Run.id == bindparam("run_id"),
-        _LEASE_FREE,
-        Run.version == bindparam("at_version"),
-        Run.status.in_(_ACTIVE),
-    )
-    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-    .returning(*Run.__table__.c)
-    .cte("leased")
+# Take the lease at `version` and read all a step needs, in one statement. Lease rows need
+# no WAL flush wait (see Store._begin); set_config(..., true) is local to the statement's
+# own transaction.
+_BEGIN_STEP_PG = text(
+    """
+WITH leased AS (
+    UPDATE runs SET lease_owner = :owner, lease_until = :until
+    WHERE id = :run_id AND version = :at_version AND status IN ('queued', 'running')
+        AND (lease_until IS NULL OR lease_until < :moment OR lease_owner = :owner)
+    RETURNING *
 )
-# Lease rows need no WAL flush wait (see Store._begin); set_config(..., true) is local to
-# the statement's own transaction.
-_BEGIN_STEP_PG = _step_reads(_LEASED).add_columns(
-    func.set_config("synchronous_commit", "off", True).label("sync")
+SELECT leased.*,
+    (SELECT state FROM checkpoints WHERE run_id = :run_id AND version = :at_version
+        AND kind = 'snapshot' AND CAST(:want_state AS BOOLEAN)) AS cp_state,
+    (SELECT COALESCE(SUM(tokens_in + tokens_out), 0) FROM llm_calls
+        WHERE run_id = :run_id) AS spent_tokens,
+    (SELECT COALESCE(SUM(cost_usd), 0.0) FROM llm_calls WHERE run_id = :run_id)
+        AS spent_dollars,
+    (SELECT count(*) FROM llm_calls WHERE run_id = :run_id AND step = :step)
+        AS recorded_calls,
+    (SELECT MAX(id) FROM audit WHERE run_id = :run_id AND action = 'human_input')
+        AS last_input,
+    set_config('synchronous_commit', 'off', true) AS sync
+FROM leased
+"""
 )
 _READ_STEP = _step_reads(Run.__table__).where(Run.id == bindparam("run_id"))
 
@@ -260,3 +270,26 @@ _INSERT_STEP = insert(Step).values(
     tokens_out=_step_total(LLMCall.tokens_out, 0),
     cost_usd=_step_total(LLMCall.cost_usd, 0.0),
 )
+
+
+def pg_format(statement: Any) -> str:
+    """A `text()` statement's SQL in psycopg's parameter style (`:name` -> `%(name)s`), for
+    the hot path that sends it with psycopg directly."""
+    sql = str(statement.text)
+    assert "%" not in sql and "::" not in sql, "hot-path SQL uses CAST and no % literals"
+    return re.sub(r":(\w+)", r"%(\1)s", sql)
+
+
+_EXTEND_LEASE_PG = text(
+    "UPDATE runs SET lease_until = :until WHERE id = :run_id AND lease_owner = :owner"
+)
+_RELEASE_LEASE_PG = text(
+    "UPDATE runs SET lease_owner = NULL, lease_until = NULL "
+    "WHERE id = :run_id AND lease_owner = :owner"
+)
+# The same statements in psycopg's style, for the async hot path.
+BEGIN_STEP = pg_format(_BEGIN_STEP_PG)
+COMMIT_STEP = pg_format(_COMMIT_STEP_PG)
+INSERT_CALL = pg_format(_INSERT_CALL_PG)
+EXTEND_LEASE = pg_format(_EXTEND_LEASE_PG)
+RELEASE_LEASE = pg_format(_RELEASE_LEASE_PG)
