@@ -2,11 +2,13 @@
 
 Each step is still its own transaction (the engine commits v(n+1) before the next step
 starts), but the worker that holds a run does not pay a broker round trip per step: it
-continues the run in process and hands it back to the queue only when the run waits for a
-human, ends, has used its fairness slice (SWITCHBOARD_SLICE_STEPS / _SECONDS), a continued
-step fails, or the worker is shutting down (warm shutdown enqueues the next step, so the run
-is picked up elsewhere). A worker killed mid-slice loses nothing: the lease lapses and beat's
-reaper re-enqueues the run, exactly as for a worker killed mid-step.
+continues the run in process, the commit keeping the run's lease for the next step so
+that step starts without a database round trip. It hands the run back to the queue only
+when the run waits for a human, ends, has used its fairness slice (SWITCHBOARD_SLICE_STEPS
+/ _SECONDS), a continued step fails, or the worker is shutting down (warm shutdown enqueues
+the next step, so the run is picked up elsewhere). A worker killed mid-slice loses
+nothing: the lease lapses and beat's reaper re-enqueues the run, exactly as for a worker
+killed mid-step.
 """
 
 from __future__ import annotations
