@@ -378,11 +378,18 @@ class Worker:
     """`switchboard worker` (Celery, threads pool) in its own process group."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, concurrency: int, hostname: str | None = None
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int,
+        hostname: str | None = None,
+        processes: int = 1,
     ) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.concurrency = concurrency
+        # processes > 1: one `switchboard worker --processes N` command, N Celery processes.
+        self.processes = processes
         # Celery node names must differ between workers on one broker (mailbox, revokes).
         self.hostname = hostname
         self.proc: subprocess.Popen[bytes] | None = None
@@ -398,7 +405,7 @@ class Worker:
                 f"--concurrency={self.concurrency}",
                 "--pool=threads",
                 "--loglevel=WARNING",
-                "--processes=1",  # the benchmark starts one process per worker itself
+                f"--processes={self.processes}",
                 *([f"--hostname={self.hostname}"] if self.hostname else []),
             ],
             cwd=ROOT,
@@ -430,20 +437,33 @@ class Worker:
             clients = redis.Redis.from_url(broker).client_list()
         except Exception:
             return False
-        ports = _local_ports(self.proc.pid)
-        return any(
-            c.get("cmd") in ("brpop", "blpop", "bzpopmin")
-            and int(c.get("addr", ":0").rsplit(":", 1)[1]) in ports
+        blocked = {
+            int(c.get("addr", ":0").rsplit(":", 1)[1])
             for c in clients
-        )
+            if c.get("cmd") in ("brpop", "blpop", "bzpopmin")
+        }
+        consuming = [pid for pid in self.pids() if _local_ports(pid) & blocked]
+        return len(consuming) >= self.processes
+
+    def pids(self) -> list[int]:
+        """The Celery processes: the command itself, or its children under --processes N."""
+        assert self.proc is not None
+        if self.processes == 1:
+            return [self.proc.pid]
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(pid) for pid in path.read_text().split()]
+        except OSError:
+            return []
 
     def peak_rss_mb(self) -> float:
-        """VmHWM: the process's high-water resident set, in MiB."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """VmHWM: the high-water resident set of the Celery process(es), summed, in MiB."""
+        total = 0.0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        return total or float("nan")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

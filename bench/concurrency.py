@@ -38,6 +38,7 @@ def measure(
     tmp: Path,
     *,
     workers: int,
+    processes: int,
     runs: int,
     latency: float,
     concurrency: int,
@@ -55,12 +56,13 @@ def measure(
                     tmp / f"worker-{workers}-{index}.log",
                     concurrency=concurrency,
                     hostname=f"bench{index}-{os.getpid()}@%h",
+                    processes=processes,
                 ).start()
             )
         # Warm every worker (imports, pools, litellm's client): enough short runs that each
         # worker is likely to take some.
         server.delay_s = 0.0
-        warm = c.start_runs(rt, 4 * workers, "Warm up")
+        warm = c.start_runs(rt, 4 * workers * processes, "Warm up")
         for run_id in warm:
             advance.delay(run_id, 0)
         c.wait_for_runs(url, warm, timeout=120)
@@ -83,6 +85,7 @@ def measure(
     return {
         "metric": "concurrency",
         "workers": workers,
+        "processes_per_worker": processes,
         "runs": runs,
         "calls_per_run": round(calls_per_run, 2),
         "latency_s": latency,
@@ -111,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(str(n) for n in dict.fromkeys((1, cores))),
         help="worker process counts to measure in turn, comma-separated "
         "(default: 1 and the number of cores: %(default)s)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Celery processes per worker command (`switchboard worker --processes N`); "
+        "--workers 1 --processes 2 is one command using both cores (default 1: one "
+        "command per process)",
     )
     parser.add_argument("--runs", type=int, default=200, help="runs in flight (default 200)")
     parser.add_argument(
@@ -148,6 +159,8 @@ def main() -> None:
         raise SystemExit(f"--workers takes counts like 1,2; got {args.workers!r}") from None
     if not counts or min(counts) < 1:
         raise SystemExit(f"--workers takes counts of at least 1; got {args.workers!r}")
+    if args.processes < 1:
+        raise SystemExit(f"--processes takes a count of at least 1; got {args.processes}")
     concurrency = args.concurrency or args.runs + 50
 
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -180,6 +193,7 @@ def main() -> None:
                         url,
                         tmp,
                         workers=workers,
+                        processes=args.processes,
                         runs=args.runs,
                         latency=args.latency,
                         concurrency=concurrency,
@@ -197,6 +211,7 @@ def main() -> None:
             records,
             [
                 "workers",
+                "processes_per_worker",
                 "runs",
                 "calls_per_run",
                 "latency_s",
