@@ -53,6 +53,7 @@ def make_app() -> Celery:
             },
             "sweep-outbox": {"task": "switchboard.sweep_outbox", "schedule": 15.0},
             "prune-inbound-events": {"task": "switchboard.prune_inbound", "schedule": 3600.0},
+            "prune-alert-groups": {"task": "switchboard.prune_alerts", "schedule": 3600.0},
         },
     )
     return app

@@ -14,6 +14,9 @@ from tasks.steps import advance
 log = logging.getLogger(__name__)
 
 INBOUND_RETENTION = timedelta(hours=1)  # Slack retries for about 5 minutes; keep far longer
+# Alertmanager re-sends for minutes (group_interval, retries, slow replicas); a resolved
+# incident's row recognises those late copies, so it is kept far longer, then forgotten.
+ALERT_RETENTION = timedelta(days=7)
 
 
 @app.task(name="switchboard.expire_escalations")
@@ -49,3 +52,11 @@ def sweep_outbox() -> None:
 @app.task(name="switchboard.prune_inbound")
 def prune_inbound() -> int:
     return runtime.get().store.forget_inbound_before(datetime.now(UTC) - INBOUND_RETENTION)
+
+
+@app.task(name="switchboard.prune_alerts")
+def prune_alerts() -> int:
+    from orchestrator.store.alerts import AlertStore
+
+    cutoff = datetime.now(UTC) - ALERT_RETENTION
+    return AlertStore(runtime.get().store).prune_resolved(cutoff)

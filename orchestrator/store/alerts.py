@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -252,6 +252,19 @@ class AlertStore:
             return Resolution(
                 "resolved", group.id, group.run_id, run.platform if run else group.platform
             )
+
+    def prune_resolved(self, before: datetime) -> int:
+        """Forget incidents resolved before `before`. A resolved row only serves to recognise
+        late copies of its notifications (Alertmanager retries and slow replicas, minutes
+        late), so rows far older than that are dead weight; open and held ones are kept."""
+        with self.store.session() as session:
+            result = session.execute(
+                delete(AlertGroup).where(
+                    AlertGroup.status == AlertGroupStatus.RESOLVED,
+                    AlertGroup.resolved_at < before,
+                )
+            )
+            return int(result.rowcount or 0)
 
     # --- the storm message ------------------------------------------------------------------
 

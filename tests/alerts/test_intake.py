@@ -289,6 +289,24 @@ def test_a_copy_arriving_while_the_start_is_in_flight_leaves_it_alone(make_env) 
     assert admit() == Decision.DUPLICATE
 
 
+def test_resolved_incidents_are_forgotten_after_the_retention_open_ones_never(make_env) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.store.alerts import AlertStore
+
+    env = make_env()
+    env.deliver(notification(alert("aa")))
+    env.deliver(notification(alert("aa", status="resolved")))
+    other = notification(alert("bb", alertname="DiskFull"), alertname="DiskFull")
+    assert env.deliver(other).outcome == "start"  # another group, still firing
+    alerts = AlertStore(env.store)
+    now = datetime.now(UTC)
+    assert alerts.prune_resolved(now - timedelta(days=7)) == 0  # resolved just now: kept
+    assert len(env_groups(env)) == 2
+    assert alerts.prune_resolved(now + timedelta(seconds=1)) == 1
+    (left,) = env_groups(env)
+    assert left.status == "firing" and left.resolved_at is None
+    assert len(env.runs()) == 2  # runs and their threads are not touched
+
+
 def _no_note(new: tuple[str, ...]) -> ThreadNote:
     raise AssertionError("no alert joined")
 
