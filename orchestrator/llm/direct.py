@@ -10,7 +10,7 @@ runs on, this module calls the pieces litellm's own `completion()` calls, and no
   registered handler's `acompletion`, awaited directly with the arguments litellm passes;
 - OpenAI-compatible chat over HTTP (`openai/*`, `hosted_vllm/*`): its provider config's
   parameter mapping and request / response transforms, POSTed on one reused
-  `httpx.AsyncClient` per (base URL, event loop), HTTP errors mapped to litellm's
+  `httpx2.AsyncClient` per (base URL, event loop), HTTP errors mapped to litellm's
   exception classes by litellm's own mapping.
 
 Every other call goes through `litellm.acompletion` as before: other providers, streaming,
@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import httpx2
 import litellm
 from litellm.litellm_core_utils.get_litellm_params import get_litellm_params
 from litellm.litellm_core_utils.litellm_logging import Logging
@@ -107,7 +108,7 @@ _CALLBACK_LISTS = (
     "_async_failure_callback",
 )
 # 200 runs may be waiting on one provider in one process.
-_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=256, keepalive_expiry=30)
+_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=256, keepalive_expiry=30)
 
 
 @dataclass(frozen=True)
@@ -368,21 +369,28 @@ async def _http(
         )
         data = {**data, **extra}
     try:
-        raw = await client_for(target.api_base or url).post(
+        sent = await client_for(target.api_base or url).post(
             url, content=json.dumps(data), headers=headers, timeout=timeout
         )
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise litellm.Timeout(
             message=f"{type(exc).__name__}: no answer within {timeout}s",
             model=target.model,
             llm_provider=target.provider,
         ) from exc
-    except httpx.TransportError as exc:
+    except httpx2.TransportError as exc:
         raise litellm.APIConnectionError(
             message=f"{type(exc).__name__}: {exc}",
             llm_provider=target.provider,
             model=target.model,
         ) from exc
+    # litellm reads an httpx.Response; this one's request carries no credentials.
+    raw = httpx.Response(
+        sent.status_code,
+        headers=sent.headers.multi_items(),
+        content=sent.content,
+        request=httpx.Request("POST", url),
+    )
     if raw.status_code >= 400:
         raise _mapped(_provider_error(config, raw), target)
     try:
@@ -451,14 +459,16 @@ def _mapped(exc: Exception, target: Target) -> Exception:
 
 
 # One client per event loop and base URL: a client's connections belong to the loop that
-# opened them. Loops that are gone drop out of the weak mapping.
-_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
+# opened them. Loops that are gone drop out of the weak mapping. The client is httpx2's (as
+# the OpenAI SDK's here): httpcore 1.0's pool, under httpx, re-checks every pooled connection
+# for each request, which at 50 calls in flight costs more CPU than the call itself.
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx2.AsyncClient]] = (
     weakref.WeakKeyDictionary()
 )
 _CLIENTS_LOCK = threading.Lock()
 
 
-def client_for(base_url: str) -> httpx.AsyncClient:
+def client_for(base_url: str) -> httpx2.AsyncClient:
     """The running loop's reused client for this base URL (keep-alive, pooled)."""
     loop = asyncio.get_running_loop()
     clients = _CLIENTS.get(loop)
@@ -468,7 +478,7 @@ def client_for(base_url: str) -> httpx.AsyncClient:
             clients = _CLIENTS.setdefault(loop, {})
             client = clients.get(base_url)
             if client is None or client.is_closed:
-                client = clients[base_url] = httpx.AsyncClient(
+                client = clients[base_url] = httpx2.AsyncClient(
                     limits=_LIMITS, verify=litellm.ssl_verify
                 )
     return client
