@@ -170,6 +170,32 @@ def test_json_mode_sends_litellms_request() -> None:
     assert bodies[0] == bodies[1]
 
 
+def test_the_key_comes_from_the_environment_variable_litellm_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with HostedModel(api_key=KEY) as model:
+        tier = Tier(model="openai/gpt-test", api_base=model.url, **PRICES)
+        gw, _, _ = gateway(tier)
+        assert run(gw.complete(supervise_spec())).tool_calls
+        assert model.headers[0]["authorization"] == f"Bearer {KEY}"
+        assert served_by_sdk(model) == [False]
+
+
+def test_a_vllm_server_gets_litellms_request_on_both_paths() -> None:
+    replies, bodies = [], []
+    for direct_on in (True, False):
+        with HostedModel() as model:
+            tier = Tier(model="hosted_vllm/llama-3.1-8b", api_base=model.url, **PRICES)
+            gw, _, _ = gateway(tier, direct=direct_on)
+            replies.append(run(gw.complete(supervise_spec(max_tokens=300))))
+            bodies.append(model.completions)
+    same(*replies)
+    assert bodies[0] == bodies[1]
+    # litellm's vLLM mapping drops `additionalProperties` from the tool schemas
+    assert "additionalProperties" not in str(bodies[0][0]["tools"])
+
+
 def test_an_unpriced_model_is_marked_unpriced() -> None:
     with HostedModel(api_key=KEY) as model:
         tier = Tier(model="openai/gpt-test-unlisted", api_base=model.url, params={"api_key": KEY})
