@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import socket
@@ -268,6 +269,7 @@ async def _timed(call: Call, latencies: list[float]) -> None:
 async def measure(call: Call, calls: int, concurrency: int) -> dict[str, float]:
     latencies: list[float] = []
     queue = iter(range(calls))
+    gc.collect()  # the previous path's garbage is not this one's to collect
 
     async def lane() -> None:
         for _ in queue:
