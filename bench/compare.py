@@ -5,12 +5,14 @@ goes first (rep 1: Switchboard then LangGraph, rep 2: LangGraph then Switchboard
 drift in the machine's load falls on both alike:
 
 - Switchboard: `step_overhead.py --team bench_pair --modes in_process,in_process_50_runs`
-- LangGraph:   `langgraph_compare.py` (its own venv; same workload, same model path)
+- LangGraph:   `langgraph_compare.py` (its own venv; same workload, same model)
 
 The workload on both sides is a supervisor and two workers, 7 sequential model calls a run,
 the model the offline scripted provider through litellm (zero latency), state in the local
-Postgres. The figure is ms per model call: a side's wall time over its model calls, one run
-at a time and `--lanes` (50) runs in flight. `ratio` = Switchboard / LangGraph (below 1:
+Postgres. LangGraph's side calls `litellm.acompletion`; Switchboard's gateway takes its direct
+path to the provider's litellm handler unless SWITCHBOARD_LLM_DIRECT=false is set. The
+figure is ms per model call: a side's wall time over its model calls, one run at a time and
+`--lanes` (50) runs in flight. `ratio` = Switchboard / LangGraph (below 1:
 Switchboard is faster); issue 15's target is <= 0.8 at both.
 
 Prints one JSON line per side, mode and rep (`metric: compare_rep`), then one per mode with

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(default=100, ge=1, le=100_000, alias="SWITCHBOARD_SNAPSHOT_EVERY")
     model_timeout_s: float = Field(default=60.0, alias="SWITCHBOARD_MODEL_TIMEOUT")
     model_retries: int = Field(default=4, alias="SWITCHBOARD_MODEL_RETRIES")
+    # Model calls litellm can make without its per-call logging machinery (custom providers,
+    # OpenAI-compatible HTTP, no litellm callbacks configured) skip it; off: every call
+    # goes through litellm.acompletion.
+    llm_direct: bool = Field(default=True, alias="SWITCHBOARD_LLM_DIRECT")
     inprocess_concurrency: int = Field(default=8, alias="SWITCHBOARD_INPROCESS_CONCURRENCY")
     # Caps on what one person or one channel may ask for (0: no cap on runs in flight).
     max_request_chars: int = Field(

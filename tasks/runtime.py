@@ -59,7 +59,11 @@ def build(settings: Settings | None = None, tools: Any = None) -> Runtime:
     for warning in config_warnings(config):
         log.warning("teams file %s: %s", settings.teams_file, warning)
     gateway = LLMGateway(
-        config.tiers, store, timeout_s=settings.model_timeout_s, retries=settings.model_retries
+        config.tiers,
+        store,
+        timeout_s=settings.model_timeout_s,
+        retries=settings.model_retries,
+        direct=settings.llm_direct,
     )
     if tools is None:
         tools = _default_tools(config)

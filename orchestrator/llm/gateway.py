@@ -3,7 +3,9 @@
 Order of a call: replay a recorded response for (run, step, call index) if there is one;
 otherwise check the budget against the projected cost; call litellm with retries
 (honouring Retry-After) and per-tier fallbacks; record the response at once, so a step
-re-executed after a crash replays it instead of paying again.
+re-executed after a crash replays it instead of paying again. Calls litellm can make without
+its per-call machinery (custom providers, OpenAI-compatible HTTP, no litellm callbacks set)
+take `direct`, which uses litellm's provider translation and error mapping only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ os.environ.setdefault("LITELLM_LOG", "ERROR")
 
 import litellm
 
-from orchestrator.llm import pricing, scripted
+from orchestrator.llm import direct, pricing, scripted
 from orchestrator.teams import Tier
 from orchestrator.telemetry import metrics
 from orchestrator.telemetry.logs import redact
@@ -282,7 +284,10 @@ class LLMGateway:
         expected_output_tokens: int = 1024,
         sleep: Sleep = asyncio.sleep,
         observers: tuple[Observer, ...] = (),
+        direct: bool = True,
     ) -> None:
+        """`direct`: take the cheaper call path where it applies (SWITCHBOARD_LLM_DIRECT);
+        False sends every call through litellm.acompletion."""
         self.tiers = tiers
         self.ledger = ledger
         self.timeout_s = timeout_s
@@ -290,6 +295,7 @@ class LLMGateway:
         self.expected_output_tokens = expected_output_tokens
         self._sleep = sleep
         self._observers = observers
+        self._direct = direct
         self._modes: dict[str, Mode] = {}
 
     def mode_for(self, tier_name: str) -> Mode:
@@ -444,8 +450,12 @@ class LLMGateway:
             extra["api_base"] = tier.api_base
         for attempt in range(self.retries + 1):
             started = time.perf_counter()
+            route = direct.target(model, tier.api_base, request) if self._direct else None
             try:
-                response = await litellm.acompletion(**request, **extra)
+                if route is not None:
+                    response = await direct.acompletion(route, request, timeout=self.timeout_s)
+                else:
+                    response = await litellm.acompletion(**request, **extra)
             except RETRYABLE as exc:
                 if _is_auth_error(exc):
                     raise

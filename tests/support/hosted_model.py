@@ -5,8 +5,8 @@ not the way our parser would like: tool calls with `content: null` (several in p
 tool calls next to a sentence of prose, JSON wrapped in ```json fences or in prose when it is
 asked for JSON in text, Markdown answers with fenced code, refusals (`refusal` set, content
 null), `finish_reason: "length"` with the text (or the tool arguments) cut at max_tokens when
-the answer is longer than allowed, errors as `{"error": {...}}` with 401 / 429 + Retry-After /
-500, and latency.
+the answer is longer than allowed, errors as `{"error": {...}}` with 401 / 403 / 429 +
+Retry-After / 500 (and the 400 an older model gives when offered tools), and latency.
 
 What it decides is its own business, as with any model: it sees which tools it is offered (by
 their documented JSON-schema definitions), keeps a memory per conversation (keyed by the
@@ -96,6 +96,25 @@ SERVER_ERROR = (
         "server_error",
     ),
 )
+FORBIDDEN = (
+    403,
+    _error(
+        403,
+        "Country, region, or territory not supported",
+        "request_forbidden",
+        "unsupported_country_region_territory",
+    ),
+)
+# What an older model answers when offered tools (OpenAI's wording).
+TOOLS_UNSUPPORTED = (
+    400,
+    _error(
+        400,
+        "tools is not supported in this model. For a list of supported models, refer to "
+        "https://platform.openai.com/docs/guides/function-calling#models-supporting-function-calling.",
+        "invalid_request_error",
+    ),
+)
 BAD_KEY = (
     401,
     _error(
@@ -145,6 +164,8 @@ class HostedModel:
         self.requests: list[dict[str, Any]] = []
         self.failures: deque[Failure] = deque()
         self.always_fail: tuple[int, dict[str, Any]] | None = None
+        self.refuses_tools = False  # an older model: a request offering tools gets a 400
+        self.headers: list[dict[str, str]] = []  # each request's HTTP headers, as received
         self.memory: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
         outer = self
@@ -158,6 +179,8 @@ class HostedModel:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                with outer._lock:
+                    outer.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status, payload, headers = outer._handle(
                     self.path, body, self.headers.get("authorization", "")
                 )
@@ -170,8 +193,11 @@ class HostedModel:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256  # a hosted API takes many connections at once
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -186,7 +212,7 @@ class HostedModel:
     # --- test controls -----------------------------------------------------------------
 
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
-        body = {429: RATE_LIMITED, 500: SERVER_ERROR, 401: BAD_KEY}[status][1]
+        body = {429: RATE_LIMITED, 500: SERVER_ERROR, 401: BAD_KEY, 403: FORBIDDEN}[status][1]
         headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
         for _ in range(times):
             self.failures.append(Failure(status, body, headers))
@@ -220,6 +246,8 @@ class HostedModel:
             return failure.status, failure.body, failure.headers
         if always is not None:
             return always[0], always[1], {}
+        if self.refuses_tools and body.get("tools"):
+            return TOOLS_UNSUPPORTED[0], TOOLS_UNSUPPORTED[1], {}
         delay = self.latency()
         if delay:
             time.sleep(delay)
