@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from orchestrator.state import State
 from orchestrator.teams import Limits
@@ -108,10 +109,25 @@ def duration_limit(state: State, f: Figures, limits: Limits, ext: Extensions) ->
     return CONTINUE
 
 
+def _latest(items: list[dict[str, Any]], since: int, window: int) -> list[dict[str, Any]]:
+    """The last `window` entries newer than version `since`, oldest first; fewer (maybe
+    none) when there are not that many. Entries are appended in version order, so only the
+    tail is read: a guard's cost does not grow with the run's length."""
+    if len(items) < window:
+        return []
+    latest = []
+    for item in reversed(items):
+        if item.get("v", 0) <= since or len(latest) == window:
+            break
+        latest.append(item)
+    latest.reverse()
+    return latest
+
+
 def stuck(state: State, f: Figures, limits: Limits, ext: Extensions) -> Verdict:
     window = limits.stuck_window
     for worker, outputs in sorted(state.get("outputs", {}).items()):
-        recent = [o["text"] for o in outputs if o.get("v", 0) > ext.since_version][-window:]
+        recent = [o["text"] for o in _latest(outputs, ext.since_version, window)]
         if len(recent) < window:
             continue
         if all(similarity(recent[0], other) >= limits.similarity_threshold for other in recent[1:]):
@@ -129,7 +145,7 @@ def stuck(state: State, f: Figures, limits: Limits, ext: Extensions) -> Verdict:
 
 def ping_pong(state: State, f: Figures, limits: Limits, ext: Extensions) -> Verdict:
     window = limits.stuck_window
-    history = [a for a in state.get("assigned", []) if a.get("v", 0) > ext.since_version][-window:]
+    history = _latest(state.get("assigned", []), ext.since_version, window)
     if len(history) == window and all(a["key"] == history[0]["key"] for a in history):
         figures = {**_figures(f), "repeated": history[-1]["key"][:300]}
         return Verdict(

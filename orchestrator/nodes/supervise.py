@@ -7,6 +7,7 @@ by the supervisor or a worker's latest report taken verbatim.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import litellm
@@ -29,6 +30,14 @@ from orchestrator.store.models import RunStatus
 from orchestrator.teams import Team
 
 
+@functools.lru_cache(maxsize=8192)
+def _tokens(model: str, text: str) -> int:
+    try:
+        return int(litellm.token_counter(model=model, text=text))
+    except Exception:
+        return int(litellm.token_counter(model="gpt-3.5-turbo", text=text))
+
+
 def latest_reports(state: st.State) -> dict[str, str]:
     return {w: outputs[-1]["text"] for w, outputs in state.get("outputs", {}).items() if outputs}
 
@@ -45,11 +54,12 @@ async def summarise_if_needed(ctx: StepContext, team: Team) -> list[dict[str, An
         return []
     pending = messages[start:cut]
     model = ctx.services.gateway.model_for(config.summary_tier)
-    text = "\n".join(m["content"] for m in messages[start:])
-    try:
-        tokens = litellm.token_counter(model=model, text=text)
-    except Exception:
-        tokens = litellm.token_counter(model="gpt-3.5-turbo", text=text)
+    texts = [m["content"] for m in messages[start:]]
+    if sum(len(t.encode()) + 1 for t in texts) < limits.summary_threshold_tokens:
+        return []  # a token covers at least one byte: below the threshold without counting
+    # Each message is counted once (they never change) and the counts summed; a message's
+    # token count, plus one for the line break, bounds its share of the joined text's.
+    tokens = sum(_tokens(model, text) + 1 for text in texts)
     if tokens < limits.summary_threshold_tokens:
         return []
     summary = await call(
