@@ -4,7 +4,8 @@ Postgres.
 Modes (each prints JSON lines, one object per measurement with a `metric` name and the unit
 in every key name; a table follows):
 
-- in_process: `Engine.step` called directly (through tasks.bridge, as a worker does), one
+- in_process: each run stepped by the worker's own code (tasks.steps.run_slice through
+  tasks.bridge: a slice of steps in process, the lease kept from one to the next), one
   run at a time. `ms_per_step_*` is the time of one step call; `ms_per_call` is the wall
   time of all the runs over their model calls (the figure set beside LangGraph's).
 - in_process_50_runs: `--lanes` (50) runs in flight in one process (a coroutine per lane on
