@@ -96,6 +96,8 @@ async def get_hot_pool(url: str) -> AsyncConnectionPool:
                 conninfo.render_as_string(hide_password=False),
                 min_size=0,  # nothing reconnects in the background after an outage
                 max_size=60,
+                timeout=10.0,  # a step waits this long for a connection, then fails (retried)
+                reconnect_timeout=60.0,
                 kwargs={"autocommit": True, "row_factory": dict_row},
                 open=False,
             )

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -348,9 +349,14 @@ class Store:
                     cursor = await connection.execute(sql, params)
                     row = await cursor.fetchone() if cursor.description else None
                     return row, cursor.rowcount
+            except psycopg_pool.PoolTimeout:
+                raise  # no connection to be had: the step fails and is retried later
             except psycopg.OperationalError:
                 if attempt:
                     raise
+                # After a database restart every idle connection is dead: drop them all
+                # before the one retry, rather than failing on the next stale one.
+                await pool.check()
         raise AssertionError("unreachable")
 
     def _refusal(self, run_id: int, version: int) -> StepStart:

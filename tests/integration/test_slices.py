@@ -89,3 +89,25 @@ def test_a_stale_task_for_a_held_run_changes_nothing(rt, make_teams) -> None:  #
     stale = bridge.run(other.engine.step(run.id, 0))
     assert stale.outcome is Outcome.DUPLICATE
     assert bridge.run(rt.engine.step(run.id, first.version)).outcome is Outcome.ADVANCED
+
+
+def test_steps_survive_the_database_dropping_every_connection(pg_url, make_teams) -> None:  # type: ignore[no-untyped-def]
+    """A database restart kills every pooled connection: the next statement finds its
+    connection dead, the pool drops the stale ones and the statement is sent once more."""
+    import psycopg
+
+    from tests.conftest import ADMIN_DSN
+
+    rt = build(pg_url, make_teams())
+    run = start(rt, "Research the history of the transistor")
+    first = bridge.run(rt.engine.step(run.id, 0, hold_next=True))
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1
+    following = bridge.run(rt.engine.step(run.id, first.version, hold_next=True))
+    assert following.outcome is Outcome.ADVANCED
