@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
 
 from orchestrator.errors import UserError
 from orchestrator.settings import get_settings
 from orchestrator.store.models import Run, RunStatus
-
-if TYPE_CHECKING:  # the repository pulls in the LLM gateway; parsing a command must not
-    from orchestrator.store.repository import Store
 
 # CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), other two-byte ESC sequences, then any C0
 # control but tab and newline, DEL, and the C1 controls (U+0080-U+009F, which include the
@@ -79,33 +76,32 @@ def clean_text(text: str, *, limit: int, what: str = "request") -> str:
     return cleaned
 
 
-def _in_flight(store: Store, *conditions: ColumnElement[bool]) -> list[int]:
-    with store.sessions() as session:
-        return list(
-            session.scalars(
-                select(Run.id).where(Run.status.in_(ACTIVE), *conditions).order_by(Run.id)
-            )
-        )
+def _in_flight(session: Session, *conditions: ColumnElement[bool]) -> list[int]:
+    return list(
+        session.scalars(select(Run.id).where(Run.status.in_(ACTIVE), *conditions).order_by(Run.id))
+    )
 
 
 def check_capacity(
-    store: Store, caps: Caps, *, platform: str, channel: str, requester: str
+    session: Session, caps: Caps, *, platform: str, channel: str, requester: str
 ) -> None:
     """Refuse a new run when the requester or the channel already has its cap in flight.
 
     Runs waiting for approval count: they hold budget and come back to life on Approve.
-    A cap of 0 means no cap.
+    A cap of 0 means no cap. Counted in `session`: the store creates a run in the same
+    transaction as this count, serialised per channel and person (Store.create_run), so
+    simultaneous starts cannot all pass the same count.
     """
     per_user, per_channel = caps.runs_per_user, caps.runs_per_channel
     if per_user:
-        mine = _in_flight(store, Run.platform == platform, Run.requester == requester)
+        mine = _in_flight(session, Run.platform == platform, Run.requester == requester)
         if len(mine) >= per_user:
             raise UserError(
                 f"You already have {_runs(len(mine))} in flight (the limit is {per_user}): "
                 f"{_ids(mine)}. Wait for one to finish, or abort one with /agent abort RUN_ID."
             )
     if per_channel:
-        here = _in_flight(store, Run.platform == platform, Run.channel == channel)
+        here = _in_flight(session, Run.platform == platform, Run.channel == channel)
         if len(here) >= per_channel:
             raise UserError(
                 f"This channel already has {_runs(len(here))} in flight (the limit is "

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from orchestrator import intake, reports
 from orchestrator.errors import UserError
@@ -80,14 +81,16 @@ def validate_request(
 def check_capacity(
     store: Store, *, platform: str, channel: str, requester: str, caps: Caps | None = None
 ) -> None:
-    """Refuse a run over the per-user or per-channel cap (adapters ask before queueing)."""
-    intake.check_capacity(
-        store,
-        caps or Caps.from_settings(),
-        platform=platform,
-        channel=channel,
-        requester=requester,
-    )
+    """Refuse a run over the per-user or per-channel cap (adapters ask before queueing, to
+    answer at once; the start counts again, in the transaction that creates the run)."""
+    with store.sessions() as session:
+        intake.check_capacity(
+            session,
+            caps or Caps.from_settings(),
+            platform=platform,
+            channel=channel,
+            requester=requester,
+        )
 
 
 def start_run(
@@ -117,8 +120,15 @@ def start_run(
         existing = store.run_by_origin(origin_key)
         if existing is not None:
             return existing, False
+    admit = None
     if caps is not None:
-        intake.check_capacity(store, caps, platform=platform, channel=channel, requester=requester)
+        limits = caps
+
+        def admit(session: Session) -> None:
+            intake.check_capacity(
+                session, limits, platform=platform, channel=channel, requester=requester
+            )
+
     seed = None
     if follow_up_of is not None:
         previous = store.load_checkpoint(follow_up_of.id, follow_up_of.version) or {}
@@ -140,6 +150,7 @@ def start_run(
         requester=requester,
         opened=opened_notice(cleaned, requester, team),
         seed=seed,
+        admit=admit,
     )
     if created:
         metrics.RUNS_STARTED.labels(team=team or "routed").inc()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +55,7 @@ from orchestrator.store.statements import (
     _RENEW_LEASE,
     _RUN_KEYS,
     _RUN_SPEND,
+    _START_LOCK,
     _TAKE_LEASE,
     BEGIN_STEP,
     COMMIT_STEP,
@@ -185,15 +186,24 @@ class Store:
         requester: str,
         opened: Notice | None = None,
         seed: dict[str, Any] | None = None,
+        admit: Callable[[Session], None] | None = None,
     ) -> tuple[Run, bool]:
         """Create a run with checkpoint 0, or return the one made for the same origin key.
-        `seed`: more initial state (a follow-up's previous run)."""
+        `seed`: more initial state (a follow-up's previous run). `admit(session)` may refuse
+        the run by raising; it runs in the creating transaction, after this channel's and
+        this person's starts are serialised (Postgres advisory locks, always channel first),
+        so a count it makes cannot be passed by a simultaneous start."""
         if origin_key is not None:
             existing = self.run_by_origin(origin_key)
             if existing is not None:
                 return existing, False
         try:
             with self.session() as session:
+                if admit is not None:
+                    if self.postgres:
+                        for scope, name in ((1, f"{platform}:{channel}"), (2, requester)):
+                            session.execute(_START_LOCK, {"scope": scope, "key": name})
+                    admit(session)
                 run = Run(
                     origin_key=origin_key,
                     request=request,

@@ -48,6 +48,9 @@ def _outbox_rows(
 # --- statements of the step hot path, built once -------------------------------------------
 
 _ACTIVE = [RunStatus.QUEUED, RunStatus.RUNNING]
+# Serialises run starts per channel (scope 1) and per person (scope 2) until the creating
+# transaction ends; keys hash to int4 (a collision only serialises a little more).
+_START_LOCK = text("SELECT pg_advisory_xact_lock(:scope, hashtext(CAST(:key AS TEXT)))")
 _LEASE_FREE = or_(
     Run.lease_until.is_(None),
     Run.lease_until < bindparam("moment"),

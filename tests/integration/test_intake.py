@@ -3,9 +3,12 @@ through the service the adapters call."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import func, select
 
 from orchestrator import service
 from orchestrator.intake import Caps
@@ -76,6 +79,32 @@ def test_per_channel_cap(core) -> None:  # type: ignore[no-untyped-def]
         start(store, config, user="U4")
     start(store, config, user="U4", channel="C2")  # other channels are not affected
     start(store, config, user="U4", caps=Caps(200, 0, 0))  # 0: no cap
+
+
+def test_simultaneous_starts_cannot_pass_the_same_count(core) -> None:  # type: ignore[no-untyped-def]
+    """Twelve starts at once from one person (cap 2) and twelve from others in one channel
+    (cap 3): the count and the insert are one transaction, serialised per channel and
+    person, so exactly the caps' worth are made."""
+    store, config = core
+    barrier = threading.Barrier(12)
+
+    def attempt(user: str) -> str:
+        barrier.wait()
+        try:
+            start(store, config, user=user)
+            return "made"
+        except service.UserError:
+            return "refused"
+
+    with ThreadPoolExecutor(12) as pool:
+        mine = list(pool.map(attempt, ["U1"] * 12))
+    assert sorted(mine).count("made") == 2
+    barrier.reset()
+    with ThreadPoolExecutor(12) as pool:
+        others = list(pool.map(attempt, [f"V{i}" for i in range(12)]))
+    assert others.count("made") == 1  # the channel had 2 of its 3 already
+    with store.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 3
 
 
 def test_nul_oversized_and_control_text_never_reach_postgres_as_a_crash(core) -> None:  # type: ignore[no-untyped-def]
