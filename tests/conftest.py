@@ -104,6 +104,7 @@ def make_teams(tmp_path: Path) -> Callable[..., Path]:
         tiers: dict[str, Any] | None = None,
         approvers: dict[str, Any] | None = None,
         name: str = "teams.yaml",
+        edit: Callable[[dict[str, Any]], None] | None = None,
     ) -> Path:
         data = yaml.safe_load(DEFAULT_TEAMS.read_text())
         if tiers:
@@ -112,6 +113,8 @@ def make_teams(tmp_path: Path) -> Callable[..., Path]:
             team["limits"] = {**team.get("limits", {}), **(limits or {})}
         if approvers is not None:
             data["approvers"] = approvers
+        if edit is not None:  # anything else, e.g. MCP servers and a worker's tools
+            edit(data)
         path = tmp_path / name
         path.write_text(yaml.safe_dump(data))
         return path

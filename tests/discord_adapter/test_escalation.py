@@ -4,10 +4,13 @@ for a click that arrives at a freshly started bot on a message posted before the
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from orchestrator.store.models import EscalationStatus, RunStatus
 from tests.discord_adapter.conftest import APPROVER_ROLE
 from tests.discord_adapter.fake_discord import click, member, modal_submit, slash
+from tests.support.hosted_model import HostedModel, Styles
+from tests.support.mcp_servers import stdio_server
 
 ALICE = "1100000000000000101"
 BOB = "1100000000000000102"
@@ -137,3 +140,62 @@ def test_approve_with_a_note_opens_a_modal_and_the_note_reaches_the_run(make_har
         a.action == "human_input" and a.detail == "tidy only the index page"
         for a in h.store.audit_entries(run.id)
     )
+
+
+def test_reject_opens_a_modal_and_the_reason_reaches_the_model(make_harness, tmp_path, monkeypatch):
+    """A tool call waiting in a Discord thread: Reject asks for a reason in a modal; the call
+    never runs and the worker's model reads who rejected it and why."""
+    notes = tmp_path / "notes.txt"
+    styles = Styles(
+        tool_plan=(("append_note", {"text": "restart web-1"}),),
+        parallel=0.0,
+        report_tokens=40,
+        finish_with_report=1.0,
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with HostedModel(api_key="sk-test", styles=styles) as model:
+
+        def edit(data):
+            tier = {"model": "openai/gpt-test", "api_base": model.url, "params": {}}
+            data["tiers"] = {"cheap": dict(tier), "premium": dict(tier)}
+            data["mcp_servers"] = {"notes": stdio_server(notes)}
+            data["teams"]["research"]["workers"][0]["tools"] = ["notes.append_note"]
+
+        h = make_harness(edit=edit)
+        alice = member(ALICE, "alice", [])
+        payload = h.dispatch(
+            slash(alice, "run", {"request": "note the restart of web-1", "team": "research"})
+        )
+        follow = h.fake.wait_for(lambda: h.followups(payload), what="the follow-up")[0]
+        run_id = int(follow["content"].split("#", 1)[1].split()[0])
+        run = h.wait_run(run_id, lambda r: r.status == RunStatus.AWAITING_APPROVAL)
+        (escalation,) = h.store.pending_escalations(run_id)
+        message = _escalation_message(h, run, escalation.id)
+        reject = _buttons(message)[f"switchboard:reject:{escalation.id}"]
+        carol = member(CAROL, "carol", [APPROVER_ROLE])
+        pressed = h.dispatch(click(carol, message, reject["custom_id"], h.fake.threads[run.thread]))
+        answer = h.callback(pressed)
+        assert answer["type"] == 9  # MODAL
+        modal = answer["data"]
+        assert modal["title"] == "Reject the call"
+        inputs = [
+            c
+            for row in modal["components"]
+            for c in (row.get("components") or [row.get("component")])
+            if c and c["type"] == 4
+        ]
+        values = {inputs[0]["custom_id"]: "not during the freeze"}
+        h.dispatch(modal_submit(carol, modal, values, h.fake.threads[run.thread]))
+        finished = h.wait_run(run_id, lambda r: r.status == RunStatus.FINISHED, timeout=60)
+        decided = h.store.escalation(escalation.id)
+        assert decided.status == EscalationStatus.REJECTED
+        assert decided.note == "not during the freeze"
+        assert not Path(f"{notes}.calls").exists()  # the tool never ran
+        told = [
+            m["content"]
+            for body in model.completions
+            for m in body["messages"]
+            if m["role"] == "tool"
+        ]
+        assert any("not during the freeze" in t for t in told), told
+        assert finished.status == RunStatus.FINISHED
