@@ -204,6 +204,9 @@ def test_a_firing_rule_opens_one_thread_with_one_run_and_resolving_posts_once(
     )
     (group,) = live.groups()
     assert group.deliveries >= REPLICAS and group.status == "firing"
+    # The first delivery creates the run after admitting the group (its own transaction):
+    # the copies' admissions can be counted before that commit lands.
+    live.wait(lambda: live.runs(), "the incident's run")
     (run,) = live.runs()
     assert group.run_id == run.id and run.team == "research"
     run = live.wait(
