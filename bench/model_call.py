@@ -172,7 +172,7 @@ def http_paths(url: str) -> dict[str, Call]:
     import openai
 
     from orchestrator.llm import direct
-    from orchestrator.llm.gateway import CallSpec, LLMGateway
+    from orchestrator.llm.gateway import LLMGateway
     from orchestrator.teams import Tier
 
     messages, tools, choice = _prompt()
@@ -193,16 +193,7 @@ def http_paths(url: str) -> dict[str, Call]:
         "tools": tools,
         "tool_choice": choice,
     }
-    spec = CallSpec(
-        run_id=1,
-        step=1,
-        call_index=0,
-        tier="t",
-        purpose="route",
-        messages=messages,
-        tools=tools,
-        tool_choice=choice,
-    )
+    spec = _spec(messages, tools, choice)
     route = direct.target(request["model"], url, request)
     assert route is not None, "the benchmark's request should take the direct path"
 
@@ -220,20 +211,11 @@ def http_paths(url: str) -> dict[str, Call]:
     }
 
 
-def scripted_paths() -> dict[str, Call]:
-    import litellm
+def _spec(messages: list[dict[str, Any]], tools: Any, choice: Any) -> Any:
+    """The gateway's view of the benchmark's one call."""
+    from orchestrator.llm.gateway import CallSpec
 
-    from orchestrator.llm import direct, scripted
-    from orchestrator.llm.gateway import CallSpec, LLMGateway
-    from orchestrator.teams import Tier
-
-    messages, tools, choice = _prompt()
-    tier = Tier(model="scripted/cheap")
-    fast = LLMGateway({"t": tier}, NoLedger())
-    stock = LLMGateway({"t": tier}, NoLedger(), direct=False)
-    request = {"model": "scripted/cheap", "messages": messages, "tools": tools}
-    request["tool_choice"] = choice
-    spec = CallSpec(
+    return CallSpec(
         run_id=1,
         step=1,
         call_index=0,
@@ -243,6 +225,22 @@ def scripted_paths() -> dict[str, Call]:
         tools=tools,
         tool_choice=choice,
     )
+
+
+def scripted_paths() -> dict[str, Call]:
+    import litellm
+
+    from orchestrator.llm import direct, scripted
+    from orchestrator.llm.gateway import LLMGateway
+    from orchestrator.teams import Tier
+
+    messages, tools, choice = _prompt()
+    tier = Tier(model="scripted/cheap")
+    fast = LLMGateway({"t": tier}, NoLedger())
+    stock = LLMGateway({"t": tier}, NoLedger(), direct=False)
+    request = {"model": "scripted/cheap", "messages": messages, "tools": tools}
+    request["tool_choice"] = choice
+    spec = _spec(messages, tools, choice)
     route = direct.target("scripted/cheap", None, request)
     assert route is not None, "the scripted provider should take the direct path"
     handler = scripted.ScriptedLLM()

@@ -22,6 +22,16 @@ def _buttons(message):
     return {c["custom_id"]: c for row in message["components"] for c in row["components"]}
 
 
+def _text_inputs(modal):
+    """The modal's text inputs, in action rows or (newer layout) labels."""
+    return [
+        c
+        for row in modal["components"]
+        for c in (row.get("components") or [row.get("component")])
+        if c and c["type"] == 4
+    ]
+
+
 def _escalation_message(h, run, escalation_id):
     def found():
         for message in h.fake.in_channel(run.thread):
@@ -121,12 +131,7 @@ def test_approve_with_a_note_opens_a_modal_and_the_note_reaches_the_run(make_har
     answer = h.callback(pressed)
     assert answer["type"] == 9  # MODAL
     modal = answer["data"]
-    inputs = [
-        c
-        for row in modal["components"]
-        for c in (row.get("components") or [row.get("component")])
-        if c and c["type"] == 4
-    ]
+    inputs = _text_inputs(modal)
     assert inputs and modal["title"]
     values = {inputs[0]["custom_id"]: "tidy only the index page"}
     submitted = h.dispatch(modal_submit(carol, modal, values, h.fake.threads[run.thread]))
@@ -178,12 +183,7 @@ def test_reject_opens_a_modal_and_the_reason_reaches_the_model(make_harness, tmp
         assert answer["type"] == 9  # MODAL
         modal = answer["data"]
         assert modal["title"] == "Reject the call"
-        inputs = [
-            c
-            for row in modal["components"]
-            for c in (row.get("components") or [row.get("component")])
-            if c and c["type"] == 4
-        ]
+        inputs = _text_inputs(modal)
         values = {inputs[0]["custom_id"]: "not during the freeze"}
         h.dispatch(modal_submit(carol, modal, values, h.fake.threads[run.thread]))
         finished = h.wait_run(run_id, lambda r: r.status == RunStatus.FINISHED, timeout=60)
