@@ -233,7 +233,13 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
+class EmptyReply(ValueError):
+    """A 200 with no choices (a provider's content filter does this): nothing to read."""
+
+
 def _reply_from(tier: Tier, response: Any, model: str, latency_ms: float) -> Reply:
+    if not getattr(response, "choices", None):
+        raise EmptyReply("the provider's reply held no choices (filtered, or cut off)")
     first = response.choices[0]
     choice = first.message
     calls = tuple(
