@@ -57,26 +57,6 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
-def get_hot_engine(url: str) -> Engine:
-    """The engine of the step hot path: on Postgres an AUTOCOMMIT pool without pre-ping.
-
-    Every statement sent through it is one round trip that commits by itself (no BEGIN and
-    COMMIT round trips), so the hot path only sends single statements (CTEs where several
-    rows must change atomically). No pre-ping either: the callers retry once on a dropped
-    connection instead of paying a ping per checkout. Elsewhere it is the ordinary engine.
-    """
-    if not url.startswith("postgresql"):
-        return get_engine(url)
-    key = f"hot:{url}"
-    with _lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = _engines[key] = create_engine(
-                url, isolation_level="AUTOCOMMIT", pool_size=20, max_overflow=40
-            )
-        return engine
-
-
 async def get_hot_pool(url: str) -> AsyncConnectionPool:
     """The step hot path's connections on the running loop: psycopg's async driver,
     autocommit, rows as dicts. Postgres only.
@@ -113,11 +93,10 @@ def dispose(url: str) -> None:
     """Close every engine and async pool this process holds for `url` (before its database
     is dropped, or at a clean shutdown). Called from outside the loops that own the pools."""
     with _lock:
-        engines = [_engines.pop(key, None) for key in (url, f"hot:{url}")]
+        engine = _engines.pop(url, None)
         owned = [(loop, pools.pop(url)) for loop, pools in _pools.items() if url in pools]
-    for engine in engines:
-        if engine is not None:
-            engine.dispose()
+    if engine is not None:
+        engine.dispose()
     for loop, pool in owned:
         # A pool that cannot close cleanly is dropped with its loop.
         if loop.is_running():

@@ -17,13 +17,13 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import state as st
 from orchestrator.llm.gateway import CallSpec, Reply, ToolCall
 from orchestrator.notices import Notice
-from orchestrator.store.db import get_hot_engine, get_hot_pool, session_factory
+from orchestrator.store.db import get_hot_pool, session_factory
 from orchestrator.store.models import (
     AuditEntry,
     Checkpoint,
@@ -39,11 +39,8 @@ from orchestrator.store.models import (
 from orchestrator.store.statements import (
     _ACTIVE,
     _ADVANCE_RUN,
-    _BEGIN_STEP_PG,
-    _COMMIT_STEP_PG,
     _EXTEND_LEASE,
     _INSERT_CALL,
-    _INSERT_CALL_PG,
     _INSERT_CHECKPOINT,
     _INSERT_OUTBOX,
     _INSERT_STEP,
@@ -52,7 +49,6 @@ from orchestrator.store.statements import (
     _RECORDED,
     _RECORDED_STEP,
     _RELEASE_LEASE,
-    _RENEW_LEASE,
     _RUN_KEYS,
     _RUN_SPEND,
     _START_LOCK,
@@ -142,12 +138,12 @@ class Store:
         self.snapshot_every = snapshot_every
         self.sessions = sessions or session_factory(url)
         self.engine = self.sessions.kw["bind"]
-        # Single-statement hot path (autocommit on Postgres; the ordinary engine elsewhere).
-        self.hot = get_hot_engine(url)
         self.postgres = self.engine.dialect.name == "postgresql"
 
-    # The hot path of a step (lease, checkpoint, ledger, commit) uses Core statements built
-    # once below, on a plain connection: no ORM unit of work, no statement rebuilt per call.
+    # A step's statements (lease, checkpoint, ledger, commit) are built once, in
+    # statements.py. On Postgres the engine awaits them on psycopg's async driver (the
+    # `a...` methods, one statement each); the synchronous methods are the portable path,
+    # on a plain connection in one transaction: SQLite, and those methods on any backend.
 
     @contextmanager
     def _begin(self, *, durable: bool = True) -> Iterator[Connection]:
@@ -270,49 +266,23 @@ class Store:
                 query = query.where(Run.channel == channel)
             return list(session.scalars(query))
 
-    def acquire_lease(
-        self, run_id: int, owner: str, ttl_s: float, version: int | None = None
-    ) -> bool:
-        """Atomically take (or renew) the run's step lease for a run still at `version`.
-
-        A redelivered copy of a step cannot run beside the first: `owner` is unique per step
-        execution, so only the holder can renew it.
-        """
-        moment = now()
-        params = {
-            "run_id": run_id,
-            "owner": owner,
-            "moment": moment,
-            "until": moment + timedelta(seconds=ttl_s),
-        }
-        with self._begin(durable=False) as connection:
-            if version is None:
-                result = connection.execute(_RENEW_LEASE, params)
-            else:
-                result = connection.execute(_TAKE_LEASE, {**params, "at_version": version})
-            return result.rowcount == 1
-
     def begin_step(
         self, run_id: int, version: int, owner: str, ttl_s: float, *, want_state: bool = True
     ) -> StepStart:
-        """Take the run's step lease at `version` and read all a step needs, at once.
-
-        On Postgres this is ONE statement (an UPDATE ... RETURNING in a CTE, with the
-        checkpoint, the run's spend, the number of ledger rows already recorded for the
-        step and the newest human input as subqueries): one round trip, committed alone
-        (lease rows skip the WAL flush wait, as in `acquire_lease`). Elsewhere the same
-        reads follow the lease update in one transaction.
-        """
+        """Take the run's step lease at `version` and read all a step needs, at once: the
+        lease update and the reads in one transaction (lease rows skip the WAL flush wait,
+        see `_begin`). `abegin_step` does it in one statement on Postgres."""
         params = _begin_params(run_id, version, owner, ttl_s, want_state)
-        if self.postgres:
-            row = self._hot_retry(lambda c: c.execute(_BEGIN_STEP_PG, params).one_or_none())
-        else:
-            with self._begin(durable=False) as connection:
-                taken = connection.execute(_TAKE_LEASE, params).rowcount == 1
-                row = connection.execute(_READ_STEP, params).one() if taken else None
+        with self._begin(durable=False) as connection:
+            taken = connection.execute(_TAKE_LEASE, params).rowcount == 1
+            row = connection.execute(_READ_STEP, params).one() if taken else None
         if row is None:
             return self._refusal(run_id, version)
-        values = row._mapping
+        return self._start(row._mapping, run_id, version, want_state)
+
+    def _start(self, values: Any, run_id: int, version: int, want_state: bool) -> StepStart:
+        """A taken step's start from its lease row; reads the ledger only for a re-executed
+        step, and the checkpoints only for a delta version wanted and not in the row."""
         replays: dict[int, Reply] = {}
         if values["recorded_calls"]:
             replays = self.recorded_step(run_id, version + 1)
@@ -337,21 +307,14 @@ class Store:
         if values is None:
             return await asyncio.to_thread(self._refusal, run_id, version)
         if values["recorded_calls"] or (values["cp_state"] is None and want_state):
-            # A re-execution or a delta version not in memory: rare, read as before.
-            def reads() -> tuple[dict[int, Reply], st.State | None]:
-                replays = self.recorded_step(run_id, version + 1)
-                if values["cp_state"] is not None:
-                    return replays, st.loads(values["cp_state"])
-                return replays, self.load_checkpoint(run_id, version) if want_state else None
-
-            replays, state = await asyncio.to_thread(reads)
-            return _started(values, state, replays)
-        state = st.loads(values["cp_state"]) if values["cp_state"] is not None else None
-        return _started(values, state, {})
+            # A re-execution or a delta version not in memory: rare, read in a thread.
+            return await asyncio.to_thread(self._start, values, run_id, version, want_state)
+        return self._start(values, run_id, version, want_state)  # reads nothing more
 
     async def _ahot(self, sql: str, params: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
         """One hot-path statement on the async pool: (first row, rows affected). Once more if
-        the connection had died; only for statements safe to repeat, as `_hot_retry`."""
+        the connection had died: every statement sent here is safe to repeat (a repeated
+        insert or commit meets its unique key and reports what happened)."""
         pool = await get_hot_pool(self.url)
         for attempt in (0, 1):
             try:
@@ -380,18 +343,6 @@ class Store:
         if row.lease_until is not None:
             left = max(0.0, (row.lease_until - now()).total_seconds())
         return StepStart(taken=False, busy_for=left)
-
-    def _hot_retry(self, work: Any) -> Any:
-        """Run `work(connection)` on the hot engine; once more if the connection had died
-        (the hot pool does not pre-ping). Only for statements safe to repeat."""
-        for attempt in (0, 1):
-            try:
-                with self.hot.connect() as connection:
-                    return work(connection)
-            except DBAPIError as exc:
-                if attempt or not exc.connection_invalidated:
-                    raise
-        raise AssertionError("unreachable")
 
     def renew_lease(self, run_id: int, owner: str, ttl_s: float) -> bool:
         """Extend a lease this execution still holds; never re-takes a freed one (a commit
@@ -505,14 +456,6 @@ class Store:
             values["error"] = new.error
         if new.team is not None:
             values["team"] = new.team
-        if self.postgres and new.escalation is None:
-            params = self._commit_params_pg(run_id, from_version, new, hold)
-            try:
-                with self.hot.connect() as connection:
-                    row = connection.execute(_COMMIT_STEP_PG, params).one_or_none()
-                    return _commit_from(None if row is None else row._mapping, hold)
-            except IntegrityError:
-                return Commit(False)
         try:
             with self._begin() as connection:
                 # One round trip advances the run and reads what the outbox rows need.
@@ -632,17 +575,14 @@ class Store:
 
     def record(self, spec: CallSpec, model: str, request: dict[str, Any], reply: Reply) -> Reply:
         """Insert the paid call; if a concurrent execution recorded it first, use theirs."""
+        params = _call_params(spec, model, request, reply)
+        params["request"] = json.loads(params["request"])  # non-JSON values as text
+        params["response"] = json.loads(params["response"])
+        params["created_at"] = params.pop("moment")
         try:
-            # One INSERT, committed alone (autocommit on Postgres), durably.
-            with self.hot.begin() as connection:
-                if self.postgres:
-                    connection.execute(_INSERT_CALL_PG, _call_params(spec, model, request, reply))
-                else:
-                    params = _call_params(spec, model, request, reply)
-                    params["request"] = json.loads(params["request"])
-                    params["response"] = json.loads(params["response"])
-                    params["created_at"] = params.pop("moment")
-                    connection.execute(_INSERT_CALL, params)
+            # One INSERT in its own transaction, committed durably.
+            with self.engine.begin() as connection:
+                connection.execute(_INSERT_CALL, params)
             return reply
         except IntegrityError:
             existing = self.recorded(spec.run_id, spec.step, spec.call_index)

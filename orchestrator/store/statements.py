@@ -56,11 +56,6 @@ _LEASE_FREE = or_(
     Run.lease_until < bindparam("moment"),
     Run.lease_owner == bindparam("owner"),
 )
-_RENEW_LEASE = (
-    update(Run)
-    .where(Run.id == bindparam("run_id"), _LEASE_FREE)
-    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-)
 _TAKE_LEASE = (
     update(Run)
     .where(
@@ -70,16 +65,6 @@ _TAKE_LEASE = (
         Run.status.in_(_ACTIVE),
     )
     .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-)
-_EXTEND_LEASE = (
-    update(Run)
-    .where(Run.id == bindparam("run_id"), Run.lease_owner == bindparam("owner"))
-    .values(lease_until=bindparam("until"))
-)
-_RELEASE_LEASE = (
-    update(Run)
-    .where(Run.id == bindparam("run_id"), Run.lease_owner == bindparam("owner"))
-    .values(lease_owner=None, lease_until=None)
 )
 # The checkpoints that make up a version: the last snapshot at or before it, then deltas.
 _LOAD_CHECKPOINTS = (
@@ -283,10 +268,11 @@ def pg_format(statement: Any) -> str:
     return re.sub(r":(\w+)", r"%(\1)s", sql)
 
 
-_EXTEND_LEASE_PG = text(
+# Lease upkeep, one statement each on every backend.
+_EXTEND_LEASE = text(
     "UPDATE runs SET lease_until = :until WHERE id = :run_id AND lease_owner = :owner"
 )
-_RELEASE_LEASE_PG = text(
+_RELEASE_LEASE = text(
     "UPDATE runs SET lease_owner = NULL, lease_until = NULL "
     "WHERE id = :run_id AND lease_owner = :owner"
 )
@@ -294,5 +280,5 @@ _RELEASE_LEASE_PG = text(
 BEGIN_STEP = pg_format(_BEGIN_STEP_PG)
 COMMIT_STEP = pg_format(_COMMIT_STEP_PG)
 INSERT_CALL = pg_format(_INSERT_CALL_PG)
-EXTEND_LEASE = pg_format(_EXTEND_LEASE_PG)
-RELEASE_LEASE = pg_format(_RELEASE_LEASE_PG)
+EXTEND_LEASE = pg_format(_EXTEND_LEASE)
+RELEASE_LEASE = pg_format(_RELEASE_LEASE)
