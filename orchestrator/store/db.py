@@ -76,7 +76,10 @@ async def get_hot_pool(url: str) -> AsyncConnectionPool:
                 conninfo.render_as_string(hide_password=False),
                 min_size=0,  # nothing reconnects in the background after an outage
                 max_size=60,
-                timeout=10.0,  # a step waits this long for a connection, then fails (retried)
+                # A healthy pool hands out a connection in milliseconds; with the database
+                # unreachable a step fails after this long and Celery retries it later,
+                # instead of holding a worker thread (a refused connect is not raised at once).
+                timeout=3.0,
                 reconnect_timeout=60.0,
                 kwargs={"autocommit": True, "row_factory": dict_row},
                 open=False,
