@@ -9,11 +9,12 @@ from typing import Any
 
 import discord.http
 import pytest
+from sqlalchemy import update
 
 from bot.discord.app import SwitchboardBot, queue_services
 from bot.discord.port import DiscordPort, port_from_settings
 from orchestrator.settings import Settings
-from orchestrator.store.models import Run
+from orchestrator.store.models import Run, RunStatus
 from orchestrator.store.repository import Store
 from orchestrator.teams import load_teams
 from tasks import bridge, runtime
@@ -122,5 +123,14 @@ def make_harness(
     for harness, port in made:
         harness.close()
         bridge.run(port.http.close())
+        # The session's embedded worker outlives this database: end the test's runs so
+        # their queued steps find nothing to do instead of retrying against a dropped one
+        # while the next test's tasks wait for the worker's threads.
+        with harness.store.session() as session:
+            session.execute(
+                update(Run)
+                .where(Run.status.notin_(list(RunStatus.TERMINAL)))
+                .values(status=RunStatus.ABORTED)
+            )
     runtime._ports.pop("discord", None)
     fake.close()
