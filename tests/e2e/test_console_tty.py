@@ -98,8 +98,9 @@ def test_arrow_keys_edit_the_line_and_recall_history(terminal: Terminal, tmp_pat
     first = terminal.read_until(b"Teams:")
     terminal.read_until(PROMPT, start=first)
     terminal.type(UP + b"\r")  # the same command again, from history
-    terminal.read_until(b"Teams:", start=first + 1)
+    second = terminal.read_until(b"Teams:", start=first + 1)
     assert b"^[[" not in terminal.output  # no raw escape echoed back as text
+    terminal.read_until(PROMPT, start=second)  # Ctrl-D at the prompt, as a person would
     assert terminal.close() == 0
     history = (tmp_path / "state" / "switchboard" / "history").read_text()
     assert "/agent teams" in history
@@ -115,5 +116,6 @@ def test_output_while_typing_redraws_the_half_typed_line(terminal: Terminal) -> 
     after = terminal.output[done:]
     assert after.rstrip().endswith(PROMPT + b"/agent tea"), after[-200:]
     terminal.type(b"ms\r")
-    terminal.read_until(b"Teams:", start=done)
+    teams = terminal.read_until(b"Teams:", start=done)
+    terminal.read_until(PROMPT, start=teams)  # Ctrl-D at the prompt, as a person would
     assert terminal.close() == 0
