@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import intake, reports
@@ -20,7 +20,7 @@ from orchestrator.nodes.endings import RETRYABLE_PAUSES, partial_results
 from orchestrator.nodes.tools import APPROVAL as TOOL_APPROVAL
 from orchestrator.nodes.tools import IN_DOUBT as TOOL_IN_DOUBT
 from orchestrator.notices import Kind, Notice
-from orchestrator.store.models import Escalation, EscalationStatus, Run, RunStatus
+from orchestrator.store.models import AuditEntry, Escalation, EscalationStatus, Run, RunStatus
 from orchestrator.store.repository import Store
 from orchestrator.teams import TeamsConfig
 from orchestrator.telemetry import metrics
@@ -219,9 +219,12 @@ def _audit(
     run_id: int,
     escalation_id: int | None = None,
     detail: str = "",
+    within: Session | None = None,
 ) -> None:
-    """Every decision and refusal: who, when, from which platform and channel."""
+    """Every decision and refusal: who, when, from which platform and channel. `within` the
+    transaction that applied a decision, so the record and the change commit together."""
     store.audit(
+        within=within,
         run_id=run_id,
         escalation_id=escalation_id,
         actor=actor.user,
@@ -360,6 +363,33 @@ def decide(
                 run_row.status = RunStatus.ABORTED
                 run_row.error = f"Aborted by {actor.user}"
             resume = run_row.version
+            # What the decision says and leaves behind commits with it.
+            _audit(
+                store,
+                actor,
+                action,
+                new_status,
+                run_id=run.id,
+                escalation_id=escalation_id,
+                detail=(note or "").strip()[:4000],
+                within=session,
+            )
+            if approve and note and note.strip():
+                # Guidance given with Approve reaches the supervisor as human input.
+                _audit(
+                    store,
+                    actor,
+                    "human_input",
+                    "received",
+                    run_id=run.id,
+                    detail=note.strip()[:4000],
+                    within=session,
+                )
+            _post_decision(store, escalation, new_status, actor.user, moment, within=session)
+            if not approve and not reject:
+                _post_partial(
+                    store, run_row, f"Aborted by {actor.user}.", actor.user, within=session
+                )
     if not claimed:
         current = store.escalation(escalation_id)
         assert current is not None
@@ -373,22 +403,9 @@ def decide(
             run.id,
             people=(current.decided_by or "",),
         )
-    _audit(
-        store,
-        actor,
-        action,
-        new_status,
-        run_id=run.id,
-        escalation_id=escalation_id,
-        detail=(note or "").strip()[:4000],
-    )
     metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision=new_status).inc()
     if not approve and not reject:
         metrics.RUNS_FINISHED.labels(team=run.team or "unrouted", outcome="aborted").inc()
-    _post_decision(store, escalation, new_status, actor.user, moment)
-    if approve and note and note.strip():
-        # Guidance given with Approve reaches the supervisor as human input.
-        _audit(store, actor, "human_input", "received", run_id=run.id, detail=note.strip()[:4000])
     if approve or reject:
         verb = "Rejected" if reject else "Approved"
         return DecisionResult(
@@ -398,7 +415,6 @@ def decide(
             resume_version=resume,
             people=(actor.user,),
         )
-    _post_partial(store, run.id, f"Aborted by {actor.user}.", actor.user)
     return DecisionResult(
         DecisionOutcome.APPLIED,
         f"Run {run.id} aborted by {actor.user}.",
@@ -408,7 +424,13 @@ def decide(
 
 
 def _post_decision(
-    store: Store, escalation: Escalation, status: str, who: str, when: datetime
+    store: Store,
+    escalation: Escalation,
+    status: str,
+    who: str,
+    when: datetime,
+    *,
+    within: Session,
 ) -> None:
     text = f"{status.capitalize()} by {who} at {when.strftime('%Y-%m-%d %H:%M UTC')}"
     notice = Notice(
@@ -423,23 +445,24 @@ def _post_decision(
         at=when.timestamp(),
         guard=escalation.guard,
     )
-    store.add_notices(escalation.run_id, f"esc{escalation.id}", [notice])
+    store.add_notices(escalation.run_id, f"esc{escalation.id}", [notice], within=within)
 
 
-def _post_partial(store: Store, run_id: int, reason: str, actor: str | None = None) -> None:
-    run = store.get_run(run_id)
-    assert run is not None
-    state = store.load_checkpoint(run_id, run.version) or {}
+def _post_partial(
+    store: Store, run: Run, reason: str, actor: str | None = None, *, within: Session
+) -> None:
+    """The ended run's result message: why it ended and what its workers had got to."""
+    state = store.load_checkpoint(run.id, run.version, within=within) or {}
     notice = Notice(
         Kind.RESULT,
-        run_id,
+        run.id,
         "Aborted",
         body=reason + partial_results(state),
         outcome="aborted",
         requester=run.requester,
         actor=actor,
     )
-    store.add_notices(run_id, "aborted", [notice])
+    store.add_notices(run.id, "aborted", [notice], within=within)
 
 
 def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> str:
@@ -475,25 +498,33 @@ def abort_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> s
             ).rowcount
             == 1
         )
-        pending = list(
-            session.scalars(
-                select(Escalation).where(
-                    Escalation.run_id == run_id, Escalation.status == EscalationStatus.PENDING
+        pending = []
+        if ended:
+            pending = list(
+                session.scalars(
+                    select(Escalation).where(
+                        Escalation.run_id == run_id,
+                        Escalation.status == EscalationStatus.PENDING,
+                    )
                 )
             )
-        )
-        for escalation in pending:
-            escalation.status = EscalationStatus.ABORTED
-            escalation.decided_by, escalation.decided_at = actor.user, moment
-            escalation.decided_platform, escalation.decided_channel = actor.platform, actor.channel
+            for escalation in pending:
+                escalation.status = EscalationStatus.ABORTED
+                escalation.decided_by, escalation.decided_at = actor.user, moment
+                escalation.decided_platform = actor.platform
+                escalation.decided_channel = actor.channel
+                _post_decision(
+                    store, escalation, EscalationStatus.ABORTED, actor.user, moment, within=session
+                )
+            _audit(store, actor, "abort", "aborted", run_id=run_id, within=session)
+            ended_row = session.get(Run, run_id)
+            assert ended_row is not None
+            _post_partial(store, ended_row, f"Aborted by {actor.user}.", actor.user, within=session)
     if not ended:
         return f"Run {run_id} already ended."
-    _audit(store, actor, "abort", "aborted", run_id=run_id)
     metrics.RUNS_FINISHED.labels(team=run.team or "unrouted", outcome="aborted").inc()
     for escalation in pending:
         metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision="aborted").inc()
-        _post_decision(store, escalation, EscalationStatus.ABORTED, actor.user, moment)
-    _post_partial(store, run_id, f"Aborted by {actor.user}.", actor.user)
     return f"Run {run_id} aborted."
 
 
@@ -535,11 +566,12 @@ def retry_run(store: Store, config: TeamsConfig, run_id: int, actor: Actor) -> D
             ).rowcount
             == 1
         )
+        if claimed:
+            _audit(store, actor, "retry", "applied", run_id=run_id, within=session)
     if not claimed:
         return DecisionResult(
             DecisionOutcome.ALREADY_DECIDED, f"Run {run_id} is already being retried.", run_id
         )
-    _audit(store, actor, "retry", "applied", run_id=run_id)
     return DecisionResult(
         DecisionOutcome.APPLIED,
         f"Retrying run {run_id}.",
@@ -576,23 +608,63 @@ def expire_escalations(store: Store, at: datetime | None = None) -> list[int]:
                     .where(Run.id == escalation.run_id)
                     .values(status=RunStatus.ABORTED, error="Escalation expired unanswered")
                 )
+                _audit(
+                    store,
+                    BEAT,
+                    "expire",
+                    EscalationStatus.EXPIRED,
+                    run_id=escalation.run_id,
+                    escalation_id=escalation.id,
+                    within=session,
+                )
+                _post_decision(
+                    store,
+                    escalation,
+                    EscalationStatus.EXPIRED,
+                    "switchboard",
+                    moment,
+                    within=session,
+                )
+                expired_run = session.get(Run, escalation.run_id)
+                assert expired_run is not None
+                team = expired_run.team or "unrouted"
+                _post_partial(
+                    store,
+                    expired_run,
+                    "The escalation expired unanswered, so the run was aborted.",
+                    within=session,
+                )
         if not claimed:
             continue
-        _audit(
-            store,
-            BEAT,
-            "expire",
-            EscalationStatus.EXPIRED,
-            run_id=escalation.run_id,
-            escalation_id=escalation.id,
-        )
         metrics.ESCALATIONS_DECIDED.labels(reason=escalation.guard, decision="expired").inc()
-        expired_run = store.get_run(escalation.run_id)
-        team = (expired_run.team if expired_run else None) or "unrouted"
         metrics.RUNS_FINISHED.labels(team=team, outcome="expired").inc()
-        _post_decision(store, escalation, EscalationStatus.EXPIRED, "switchboard", moment)
-        _post_partial(
-            store, escalation.run_id, "The escalation expired unanswered, so the run was aborted."
-        )
         expired.append(escalation.id)
     return expired
+
+
+def fail_run(store: Store, run_id: int, reason: str) -> bool:
+    """End a run that cannot make progress (its step failed for good) and say so in its
+    thread, in one transaction; False if it had already ended."""
+    with store.session() as session:
+        changed = (
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status.notin_(list(RunStatus.TERMINAL)))
+                .values(status=RunStatus.FAILED, error=reason)
+            ).rowcount
+            == 1
+        )
+        if changed:
+            # A retried run can fail again: each failure after a retry has its own message.
+            retries = session.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.run_id == run_id, AuditEntry.action == "retry")
+            )
+            notice = Notice(Kind.ERROR, run_id, "Failed", body=reason, outcome="failed")
+            store.add_notices(run_id, f"failed{retries or ''}", [notice], within=session)
+            failed = session.get(Run, run_id)
+            team = (failed.team if failed else None) or "unrouted"
+    if changed:
+        metrics.RUNS_FINISHED.labels(team=team, outcome="failed").inc()
+    return changed

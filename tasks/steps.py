@@ -25,9 +25,7 @@ from celery import Task, signals
 from orchestrator import service
 from orchestrator.engine import Outcome, StepOutcome
 from orchestrator.intake import Caps
-from orchestrator.notices import Kind, Notice
 from orchestrator.store.models import RunStatus
-from orchestrator.telemetry import metrics
 from orchestrator.telemetry.tracing import carrier_from_celery_request
 from tasks import bridge, runtime
 from tasks.app import app
@@ -205,25 +203,7 @@ def enqueue(
 
 def fail_run(run_id: int, reason: str) -> None:
     """End a run that cannot make progress, and say so in its thread."""
-    rt = runtime.get()
-    from sqlalchemy import update
-
-    from orchestrator.store.models import Run
-
-    with rt.store.session() as session:
-        changed = session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status.notin_(list(RunStatus.TERMINAL)))
-            .values(status=RunStatus.FAILED, error=reason)
-        ).rowcount
-    if changed:
-        run = rt.store.get_run(run_id)
-        metrics.RUNS_FINISHED.labels(
-            team=(run.team if run else None) or "unrouted", outcome="failed"
-        ).inc()
-        rt.store.add_notices(
-            run_id, "failed", [Notice(Kind.ERROR, run_id, "Failed", body=reason, outcome="failed")]
-        )
+    service.fail_run(runtime.get().store, run_id, reason)
 
 
 @app.task(name="switchboard.resolve_escalation", bind=True, acks_late=True)

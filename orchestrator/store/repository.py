@@ -391,12 +391,16 @@ class Store:
 
     # --- checkpoints and steps -------------------------------------------------------
 
-    def load_checkpoint(self, run_id: int, version: int) -> st.State | None:
+    def load_checkpoint(
+        self, run_id: int, version: int, *, within: Session | None = None
+    ) -> st.State | None:
         """The state at `version`: its last snapshot with the deltas since folded in."""
-        with self._connect() as connection:
-            rows = connection.execute(
-                _LOAD_CHECKPOINTS, {"run_id": run_id, "version": version}
-            ).all()
+        params = {"run_id": run_id, "version": version}
+        if within is not None:
+            rows = within.execute(_LOAD_CHECKPOINTS, params).all()
+        else:
+            with self._connect() as connection:
+                rows = connection.execute(_LOAD_CHECKPOINTS, params).all()
         if not rows:
             return None
         state = st.loads(rows[0].state)
@@ -667,7 +671,12 @@ class Store:
                 )
             )
 
-    def audit(self, **values: Any) -> None:
+    def audit(self, *, within: Session | None = None, **values: Any) -> None:
+        """Record an audit entry; `within` a caller's transaction, it commits (or not) with
+        the change it records."""
+        if within is not None:
+            within.add(AuditEntry(**values))
+            return
         with self.session() as session:
             session.add(AuditEntry(**values))
 
@@ -720,25 +729,45 @@ class Store:
         for row in _outbox_rows(run.id, run.platform, run.channel, version, notices):
             session.add(OutboxItem(**row))
 
-    def add_notices(self, run_id: int, key_prefix: str, notices: Iterable[Notice]) -> None:
-        """Outbox rows outside a step (decisions, expiry); the key prefix makes them idempotent."""
+    def add_notices(
+        self,
+        run_id: int,
+        key_prefix: str,
+        notices: Iterable[Notice],
+        *,
+        within: Session | None = None,
+    ) -> None:
+        """Outbox rows outside a step (decisions, expiry); the key prefix makes them idempotent.
+
+        `within` the transaction that claimed the change they announce, they are written with
+        it: a crash cannot leave a decided escalation or an ended run without its message.
+        """
+        if within is not None:
+            self._add_notices(within, run_id, key_prefix, notices)
+            return
         try:
             with self.session() as session:
-                run = session.get(Run, run_id)
-                assert run is not None
-                for index, notice in enumerate(notices):
-                    session.add(
-                        OutboxItem(
-                            key=f"{run_id}:{key_prefix}:{notice.kind}:{index}",
-                            run_id=run_id,
-                            platform=run.platform,
-                            channel=run.channel,
-                            kind=str(notice.kind),
-                            payload=notice.to_json(),
-                        )
-                    )
+                self._add_notices(session, run_id, key_prefix, notices)
         except IntegrityError:
             pass
+
+    @staticmethod
+    def _add_notices(
+        session: Session, run_id: int, key_prefix: str, notices: Iterable[Notice]
+    ) -> None:
+        run = session.get(Run, run_id)
+        assert run is not None
+        for index, notice in enumerate(notices):
+            session.add(
+                OutboxItem(
+                    key=f"{run_id}:{key_prefix}:{notice.kind}:{index}",
+                    run_id=run_id,
+                    platform=run.platform,
+                    channel=run.channel,
+                    kind=str(notice.kind),
+                    payload=notice.to_json(),
+                )
+            )
 
 
 def _with_escalation_id(notice: Notice, escalation_id: int) -> tuple[Any, ...]:

@@ -241,3 +241,96 @@ def test_abort_command_by_requester_and_refusal_for_others(pg_url: str, teams) -
     assert rt.store.get_run(run.id).status == RunStatus.ABORTED
     assert drive(rt, run.id).outcome is Outcome.DUPLICATE
     assert json.dumps([a.action for a in rt.store.audit_entries(run.id)]) == '["abort", "abort"]'
+
+
+def _outbox(rt, run_id: int) -> list:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from orchestrator.store.models import OutboxItem
+
+    with rt.store.sessions() as session:
+        return list(
+            session.scalars(
+                select(OutboxItem).where(OutboxItem.run_id == run_id).order_by(OutboxItem.id)
+            )
+        )
+
+
+def test_a_decision_that_crashes_before_its_message_changes_nothing(
+    pg_url: str, teams, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The claim, its audit record and its thread message commit together: a crash while
+    writing the message leaves the escalation pending, so the next press applies it whole."""
+    rt = build(pg_url, teams(max_steps=4, stuck_window=50))
+    run, escalation = escalate(rt, "summarise the design")
+    before = len(_outbox(rt, run.id))
+    real = rt.store.add_notices
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("worker killed")
+
+    monkeypatch.setattr(rt.store, "add_notices", crash)
+    with pytest.raises(ConnectionError):
+        service.decide(rt.store, rt.config, escalation.id, False, APPROVER)
+    assert rt.store.escalation(escalation.id).status == EscalationStatus.PENDING
+    assert rt.store.get_run(run.id).status == RunStatus.AWAITING_APPROVAL
+    assert not [a for a in rt.store.audit_entries(run.id) if a.action == "abort"]
+    assert len(_outbox(rt, run.id)) == before
+
+    monkeypatch.setattr(rt.store, "add_notices", real)
+    applied = service.decide(rt.store, rt.config, escalation.id, False, APPROVER)
+    assert applied.outcome is DecisionOutcome.APPLIED
+    kinds = [r.kind for r in _outbox(rt, run.id)[before:]]
+    assert kinds == ["decision", "result"]
+
+
+def test_expiry_ends_the_run_and_posts_its_messages_in_one_commit(
+    pg_url: str, teams, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    rt = build(pg_url, teams(max_steps=4, stuck_window=50))
+    run, escalation = escalate(rt, "summarise the design")
+    later = datetime.now(UTC) + timedelta(days=30)
+    real = rt.store.add_notices
+    calls = 0
+
+    def crash_on_second(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the decision message is written, the result is not
+            raise ConnectionError("beat killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "add_notices", crash_on_second)
+    with pytest.raises(ConnectionError):
+        service.expire_escalations(rt.store, later)
+    assert rt.store.get_run(run.id).status == RunStatus.AWAITING_APPROVAL
+    assert not [r for r in _outbox(rt, run.id) if r.kind == "decision"]
+
+    monkeypatch.setattr(rt.store, "add_notices", real)
+    assert service.expire_escalations(rt.store, later) == [escalation.id]
+    assert service.expire_escalations(rt.store, later) == []  # beat's next tick: nothing
+    ended = rt.store.get_run(run.id)
+    assert (ended.status, ended.error) == (RunStatus.ABORTED, "Escalation expired unanswered")
+    rows = _outbox(rt, run.id)
+    assert [r.kind for r in rows if r.kind in ("decision", "result")] == ["decision", "result"]
+    assert "Partial results:" in rows[-1].payload["body"]
+    [audit] = [a for a in rt.store.audit_entries(run.id) if a.action == "expire"]
+    assert audit.platform == "beat"
+
+
+def test_a_run_that_fails_again_after_a_retry_says_so_again(pg_url: str, teams) -> None:  # type: ignore[no-untyped-def]
+    rt = build(pg_url, teams())
+    run = start(rt, "summarise the design")
+    assert service.fail_run(rt.store, run.id, "Internal error after 8 retries: OperationalError")
+    assert not service.fail_run(rt.store, run.id, "a second worker gives up too")  # once
+    retried = service.retry_run(rt.store, rt.config, run.id, REQUESTER)
+    assert retried.outcome is DecisionOutcome.APPLIED
+    assert service.fail_run(rt.store, run.id, "Internal error after 8 retries: PoolTimeout")
+    errors = [r.payload["body"] for r in _outbox(rt, run.id) if r.kind == "error"]
+    assert errors == [
+        "Internal error after 8 retries: OperationalError",
+        "Internal error after 8 retries: PoolTimeout",
+    ]
+    assert rt.store.get_run(run.id).error == "Internal error after 8 retries: PoolTimeout"
