@@ -9,6 +9,7 @@ from typing import Any
 
 import discord.http
 import pytest
+from celery.worker import state as worker_state
 from sqlalchemy import update
 
 from bot.discord.app import SwitchboardBot, queue_services
@@ -22,6 +23,19 @@ from tasks.inprocess import EmbeddedWorker
 from tests.discord_adapter.fake_discord import GUILD, FakeDiscord, LoopThread
 
 APPROVER_ROLE = "1100000000000000777"
+
+
+def _settle(timeout: float = 30) -> None:
+    """Let the session's worker finish what it is running for this test, and revoke the
+    test's scheduled retries: run ids start at 1 in every test's database, so a step task
+    left over would otherwise act on the next test's run (or on a dropped database)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for request in list(worker_state.reserved_requests):
+            worker_state.revoked.add(request.id)
+        if not worker_state.active_requests:
+            return
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -132,5 +146,6 @@ def make_harness(
                 .where(Run.status.notin_(list(RunStatus.TERMINAL)))
                 .values(status=RunStatus.ABORTED)
             )
+    _settle()
     runtime._ports.pop("discord", None)
     fake.close()
