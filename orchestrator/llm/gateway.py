@@ -255,7 +255,9 @@ def _reply_from(tier: Tier, response: Any, model: str, latency_ms: float) -> Rep
     tokens_out = getattr(usage, "completion_tokens", 0) or 0
     cost = pricing.cost(tier, model, response, tokens_in, tokens_out)
     return Reply(
-        content=choice.content or "",
+        # A refusal (OpenAI: `refusal` set, `content` null) is what the model said: a worker's
+        # report, or the text a protocol error quotes, instead of nothing.
+        content=choice.content or getattr(choice, "refusal", None) or "",
         tool_calls=calls,
         model=model,
         tokens_in=tokens_in,

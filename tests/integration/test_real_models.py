@@ -241,3 +241,39 @@ def test_an_unpriced_tier_with_dollar_limits_warns_and_budget_says_unpriced(
     budget = reports.budget_text(rt.store, rt.config, channel="C1")
     assert "team research today: unpriced" in budget
     assert "cost: unpriced" in reports.status_text(rt.store, run.id)
+
+
+def test_a_refusal_is_reasked_and_a_lasting_one_is_quoted_in_the_pause(hosted_runtime) -> None:  # type: ignore[no-untyped-def]
+    """OpenAI's refusal shape (`content` null, `refusal` set): a supervisor that refuses once
+    is asked again and the run finishes; one that keeps refusing pauses the run, quoting it."""
+    model = HostedModel(api_key=KEY, styles=Styles(refuse_first=True, parallel=0.0))
+    rt = hosted_runtime(model)
+    run = start(rt, "Research case refusal: compare queues")
+    drive(rt, run.id)
+    finished = rt.store.get_run(run.id)
+    assert finished.status == RunStatus.FINISHED, finished.error
+
+    model.styles.refuse_always = True
+    run = start(rt, "Research case refusal again: compare brokers")
+    drive(rt, run.id)
+    assert rt.store.get_run(run.id).status == RunStatus.AWAITING_APPROVAL
+    [escalation] = rt.store.pending_escalations(run.id)
+    assert escalation.guard == "protocol_failure"
+    assert "I'm sorry, but I can't help with that." in escalation.reason
+
+
+def test_a_worker_that_refuses_reports_its_refusal_to_the_supervisor(hosted_runtime) -> None:  # type: ignore[no-untyped-def]
+    model = HostedModel(
+        api_key=KEY, styles=Styles(worker_refuses=True, parallel=0.0, finish_with_report=0.0)
+    )
+    rt = hosted_runtime(model)
+    run = start(rt, "Research case worker refusal: compare queues")
+    drive(rt, run.id)
+    assert rt.store.get_run(run.id).status == RunStatus.FINISHED
+    supervisor_read = [
+        str(m.get("content"))
+        for body in model.completions
+        if "assign" in {t["function"]["name"] for t in body.get("tools") or []}
+        for m in body["messages"]
+    ]
+    assert any("I'm sorry, but I can't help with that." in text for text in supervisor_read)

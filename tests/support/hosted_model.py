@@ -127,6 +127,14 @@ BAD_KEY = (
 )
 
 
+# A refusal as OpenAI's Chat Completions returns it: `content` null, the words in `refusal`.
+REFUSAL: dict[str, Any] = {
+    "role": "assistant",
+    "content": None,
+    "refusal": "I'm sorry, but I can't help with that.",
+}
+
+
 @dataclass
 class Styles:
     """How the model phrases things. Each is a probability or a choice, drawn per reply."""
@@ -138,6 +146,8 @@ class Styles:
     capitalised_names: float = 0.3  # "Research", "Writer"
     tool_calls_as_text: float = 0.0  # offered tools, writes the calls out as JSON text instead
     refuse_first: bool = False  # the first supervisor reply of a run is a refusal
+    refuse_always: bool = False  # every supervisor reply is a refusal
+    worker_refuses: bool = False  # a worker's reply is a refusal instead of a report
     # Tools a worker calls when offered them (matched by the end of the offered name), one per
     # reply in order, or all in one reply when parallel_tools; the report quotes the results.
     tool_plan: tuple[tuple[str, dict[str, Any]], ...] = ()
@@ -311,14 +321,12 @@ class HostedModel:
         workers = _enum(tools.get("assign"), schema, "worker") or _roster(first_user)
         key = hashlib.sha256((system + first_user.split("\n\n")[0]).encode()).hexdigest()
         turn = self.memory[key]
+        if self.styles.refuse_always:
+            return REFUSAL, "stop"
         if not corrected:
             self.memory[key] = turn + 1
             if turn == 0 and self.styles.refuse_first:
-                return {
-                    "role": "assistant",
-                    "content": None,
-                    "refusal": "I'm sorry, but I can't help with that.",
-                }, "stop"
+                return REFUSAL, "stop"
         else:
             turn = max(0, turn - 1)
         name = self._name
@@ -418,6 +426,8 @@ class HostedModel:
         first_user: str,
         limit: int | None,
     ) -> tuple[dict[str, Any], str]:
+        if self.styles.worker_refuses:
+            return REFUSAL, "stop"
         results = [m for m in messages if m["role"] == "tool"]
         planned = [
             (offered, args)
