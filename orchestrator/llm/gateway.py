@@ -49,6 +49,16 @@ RETRYABLE = (
 )
 
 
+def retryable(exc: BaseException) -> bool:
+    """Worth another attempt: the statuses the OpenAI SDK retries (408, 409, 429, any 5xx,
+    which includes a proxy's 502 and Anthropic's 529 "overloaded" that litellm maps to
+    plain APIError) and connection failures; never a refused credential."""
+    if isinstance(exc, RETRYABLE):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and (status in (408, 409) or status >= 500)
+
+
 @dataclass(frozen=True)
 class ToolCall:
     id: str
@@ -399,7 +409,7 @@ class LLMGateway:
                     last_error = exc
                     if _is_auth_error(exc):
                         auth_failures.append(model)
-                    if not isinstance(exc, RETRYABLE):  # retryable ones were counted per attempt
+                    if not retryable(exc):  # retryable ones were counted per attempt
                         metrics.MODEL_ERRORS.labels(
                             model=model, error=metrics.error_label(exc)
                         ).inc()
@@ -464,8 +474,12 @@ class LLMGateway:
                     response = await direct.acompletion(route, request, timeout=self.timeout_s)
                 else:
                     response = await litellm.acompletion(**request, **extra)
-            except RETRYABLE as exc:
-                if _is_auth_error(exc):
+            except (litellm.BadRequestError, litellm.UnsupportedParamsError) as exc:
+                if _refuses_feature(exc, request):
+                    raise FeatureUnsupported(_short(exc)) from exc
+                raise
+            except Exception as exc:
+                if not retryable(exc) or _is_auth_error(exc):
                     raise
                 metrics.MODEL_ERRORS.labels(model=model, error=metrics.error_label(exc)).inc()
                 if attempt >= self.retries:
@@ -476,10 +490,6 @@ class LLMGateway:
                 log.info("model %s: %s, retrying in %.2fs", model, type(exc).__name__, delay)
                 await self._sleep(delay)
                 continue
-            except (litellm.BadRequestError, litellm.UnsupportedParamsError) as exc:
-                if _refuses_feature(exc, request):
-                    raise FeatureUnsupported(_short(exc)) from exc
-                raise
             latency_ms = (time.perf_counter() - started) * 1000
             return _reply_from(tier, response, model, latency_ms), stored_request(request)
         raise AssertionError("unreachable")
@@ -515,6 +525,14 @@ def _refuses_feature(exc: Exception, request: dict[str, Any]) -> bool:
 
 
 def _short(exc: Exception | None) -> str:
-    """First line of a provider error, scrubbed: it reaches chat and runs.error."""
-    text = str(exc or "").strip().splitlines()
-    return redact((text[0] if text else "")[:200])
+    """First line of a provider error, scrubbed: it reaches chat and runs.error. An HTML
+    error page (a proxy's 502) is said by its title."""
+    text = str(exc or "")
+    page = _HTML_TITLE.search(text)
+    if page is not None:
+        text = text[: text.find("<")] + " ".join(page.group(1).split())
+    lines = text.strip().splitlines()
+    return redact((lines[0] if lines else "")[:200])
+
+
+_HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)

@@ -71,7 +71,7 @@ Let me know if you need more detail."""
 @dataclass
 class Failure:
     status: int
-    body: dict[str, Any]
+    body: dict[str, Any] | str  # a string is an HTML page from something in front of the API
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -95,6 +95,22 @@ SERVER_ERROR = (
         "The server had an error while processing your request. Sorry about that!",
         "server_error",
     ),
+)
+# OpenAI's documented 503: "The engine is currently overloaded, please try again later".
+OVERLOADED = (
+    503,
+    _error(503, "The engine is currently overloaded, please try again later.", "server_error"),
+)
+# Anthropic's "overloaded_error", status 529, as an OpenAI-compatible proxy passes it on.
+ANTHROPIC_OVERLOADED = (
+    529,
+    {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+)
+# A load balancer in front of the API answers 502 with its own HTML page.
+BAD_GATEWAY_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+    "</body>\r\n</html>\r\n"
 )
 FORBIDDEN = (
     403,
@@ -194,9 +210,10 @@ class HostedModel:
                 status, payload, headers = outer._handle(
                     self.path, body, self.headers.get("authorization", "")
                 )
-                data = json.dumps(payload).encode()
+                html = isinstance(payload, str)
+                data = payload.encode() if html else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", "text/html" if html else "application/json")
                 self.send_header("content-length", str(len(data)))
                 for key, value in headers.items():
                     self.send_header(key, value)
@@ -222,7 +239,18 @@ class HostedModel:
     # --- test controls -----------------------------------------------------------------
 
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
-        body = {429: RATE_LIMITED, 500: SERVER_ERROR, 401: BAD_KEY, 403: FORBIDDEN}[status][1]
+        body: dict[str, Any] | str = (
+            BAD_GATEWAY_HTML
+            if status == 502
+            else {
+                429: RATE_LIMITED,
+                500: SERVER_ERROR,
+                503: OVERLOADED,
+                529: ANTHROPIC_OVERLOADED,
+                401: BAD_KEY,
+                403: FORBIDDEN,
+            }[status][1]
+        )
         headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
         for _ in range(times):
             self.failures.append(Failure(status, body, headers))
@@ -239,7 +267,7 @@ class HostedModel:
 
     def _handle(
         self, path: str, body: dict[str, Any], authorization: str
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         if not path.rstrip("/").endswith("/chat/completions"):
             return (
                 404,

@@ -261,6 +261,28 @@ def test_500_is_retried_with_backoff() -> None:
         assert len(model.completions) == 3
 
 
+@pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "litellm"])
+@pytest.mark.parametrize("status", [502, 503, 529])
+def test_overloaded_and_bad_gateway_are_retried(status: int, direct_path: bool) -> None:
+    """What the OpenAI SDK retries (any 5xx): a proxy's HTML 502, an overloaded 503, the
+    529 Anthropic answers when overloaded (litellm calls it a plain APIError)."""
+    with HostedModel(api_key=KEY) as model:
+        model.fail_next(status, times=2)
+        gw, ledger, sleeps = gateway(hosted(model.url), direct=direct_path)
+        assert run(gw.complete(supervise_spec())).tool_calls
+        assert len(sleeps.delays) == 2 and len(model.completions) == 3
+        assert len(ledger.rows) == 1
+
+
+def test_a_bad_gateway_page_is_named_by_its_title_when_the_model_stays_down() -> None:
+    with HostedModel(api_key=KEY) as model:
+        model.fail_next(502, times=3)
+        gw, _, _ = gateway(hosted(model.url), retries=2)
+        with pytest.raises(ModelUnavailable) as raised:
+            run(gw.complete(supervise_spec()))
+    assert "502 Bad Gateway" in str(raised.value) and "<" not in str(raised.value)
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_refused_credentials_fail_at_once_naming_the_key(status: int) -> None:
     with HostedModel(api_key=KEY) as model:
