@@ -83,6 +83,11 @@ class Reply:
     def truncated(self) -> bool:
         return self.finish_reason == "length"
 
+    @property
+    def filtered(self) -> bool:
+        """The provider's content filter withheld (part of) the reply."""
+        return self.finish_reason == "content_filter"
+
     def assistant_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
         if self.tool_calls:

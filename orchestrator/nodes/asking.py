@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from orchestrator.llm.gateway import FeatureUnsupported, Mode, ModelUnavailable, Reply
-from orchestrator.nodes.context import StepContext, call, cut_off
+from orchestrator.nodes.context import FILTERED, StepContext, call, cut_off
 from orchestrator.protocol import ProtocolError
 from orchestrator.telemetry.logs import redact
 
@@ -111,6 +111,8 @@ async def decide(
             error = str(exc)
             if reply.truncated:
                 error = f"{error} (the reply was {cut_off(tier, limit)})"
+            elif reply.filtered:
+                error = f"{error} ({FILTERED})"
             attempt += 1
             if attempt >= PROTOCOL_ATTEMPTS:
                 raise ProtocolFailure(

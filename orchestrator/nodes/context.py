@@ -131,6 +131,9 @@ def raised_max_tokens(tier: Tier, params: dict[str, Any] | None = None) -> int |
     return wanted if current is None or wanted > current else None
 
 
+FILTERED = "the provider's content filter withheld the reply (finish_reason content_filter)"
+
+
 def cut_off(tier_name: str, limit: int | None) -> str:
     return f"cut off at max_tokens {limit if limit else '(provider default)'} on tier {tier_name}"
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrator import guards, prompts
 from orchestrator.nodes.context import (
+    FILTERED,
     WORKER_CALLS,
     NodeResult,
     StepContext,
@@ -179,7 +180,9 @@ async def worker_turn(
         turn.rounds += 1
         if not reply.tool_calls or tools is None or last_round:
             text = reply.content.strip() or "(no output)"
-            if reply.truncated:
+            if reply.filtered:
+                text += f"\n\n_(This report is incomplete: {FILTERED}.)_"
+            elif reply.truncated:
                 text += f"\n\n_(This report is incomplete: {cut_off(worker.tier, called.limit)}.)_"
                 ctx.details.setdefault("truncated_reports", []).append(worker.name)
             turn.report = text

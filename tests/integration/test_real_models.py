@@ -277,3 +277,25 @@ def test_a_worker_that_refuses_reports_its_refusal_to_the_supervisor(hosted_runt
         for m in body["messages"]
     ]
     assert any("I'm sorry, but I can't help with that." in text for text in supervisor_read)
+
+
+def test_a_filtered_reply_is_said_as_filtered(hosted_runtime) -> None:  # type: ignore[no-untyped-def]
+    """Azure's content filter (finish_reason content_filter, content null): a worker's report
+    says it was withheld; a supervisor filtered every time pauses the run saying why."""
+    model = HostedModel(
+        api_key=KEY, styles=Styles(worker_filtered=True, parallel=0.0, finish_with_report=1.0)
+    )
+    rt = hosted_runtime(model)
+    run = start(rt, "Research case filtered: compare queues")
+    drive(rt, run.id)
+    finished = rt.store.get_run(run.id)
+    assert finished.status == RunStatus.FINISHED, finished.error
+    assert "content filter withheld the reply" in finished.answer
+
+    model.styles.worker_filtered, model.styles.supervisor_filtered = False, True
+    run = start(rt, "Research case filtered again: compare brokers")
+    drive(rt, run.id)
+    assert rt.store.get_run(run.id).status == RunStatus.AWAITING_APPROVAL
+    [escalation] = rt.store.pending_escalations(run.id)
+    assert escalation.guard == "protocol_failure"
+    assert "finish_reason content_filter" in escalation.reason

@@ -151,6 +151,16 @@ REFUSAL: dict[str, Any] = {
 }
 
 
+# What Azure OpenAI returns when its content filter withholds the completion.
+FILTERED: dict[str, Any] = {"role": "assistant", "content": None}
+FILTER_RESULTS = {
+    "hate": {"filtered": False, "severity": "safe"},
+    "self_harm": {"filtered": False, "severity": "safe"},
+    "sexual": {"filtered": False, "severity": "safe"},
+    "violence": {"filtered": True, "severity": "medium"},
+}
+
+
 @dataclass
 class Styles:
     """How the model phrases things. Each is a probability or a choice, drawn per reply."""
@@ -164,6 +174,9 @@ class Styles:
     refuse_first: bool = False  # the first supervisor reply of a run is a refusal
     refuse_always: bool = False  # every supervisor reply is a refusal
     worker_refuses: bool = False  # a worker's reply is a refusal instead of a report
+    # Azure OpenAI's content filter: the reply withheld, finish_reason "content_filter".
+    supervisor_filtered: bool = False
+    worker_filtered: bool = False
     # Tools a worker calls when offered them (matched by the end of the offered name), one per
     # reply in order, or all in one reply when parallel_tools; the report quotes the results.
     tool_plan: tuple[tuple[str, dict[str, Any]], ...] = ()
@@ -305,7 +318,17 @@ class HostedModel:
             "model": body.get("model", "gpt-test"),
             "system_fingerprint": "fp_test",
             "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    **(
+                        {"content_filter_results": FILTER_RESULTS}
+                        if finish == "content_filter"
+                        else {}
+                    ),
+                }
             ],
             "usage": {
                 "prompt_tokens": prompt,
@@ -351,6 +374,8 @@ class HostedModel:
         turn = self.memory[key]
         if self.styles.refuse_always:
             return REFUSAL, "stop"
+        if self.styles.supervisor_filtered:
+            return FILTERED, "content_filter"
         if not corrected:
             self.memory[key] = turn + 1
             if turn == 0 and self.styles.refuse_first:
@@ -456,6 +481,8 @@ class HostedModel:
     ) -> tuple[dict[str, Any], str]:
         if self.styles.worker_refuses:
             return REFUSAL, "stop"
+        if self.styles.worker_filtered:
+            return FILTERED, "content_filter"
         results = [m for m in messages if m["role"] == "tool"]
         planned = [
             (offered, args)
