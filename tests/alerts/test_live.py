@@ -204,10 +204,15 @@ def test_a_firing_rule_opens_one_thread_with_one_run_and_resolving_posts_once(
     )
     (group,) = live.groups()
     assert group.deliveries >= REPLICAS and group.status == "firing"
-    # The first delivery creates the run after admitting the group (its own transaction):
-    # the copies' admissions can be counted before that commit lands.
-    live.wait(lambda: live.runs(), "the incident's run")
+    # The first delivery creates the run after admitting the group (its own transaction),
+    # then links the group to it (another): the copies' admissions can be counted, and the
+    # run seen, before the link lands.
+    live.wait(
+        lambda: live.runs() and all(g.run_id is not None for g in live.groups()),
+        "the incident's run",
+    )
     (run,) = live.runs()
+    (group,) = live.groups()
     assert group.run_id == run.id and run.team == "research"
     run = live.wait(
         lambda: (r := live.store.get_run(run.id)) and r.status == RunStatus.AWAITING_APPROVAL and r,
