@@ -1,7 +1,9 @@
 """What adapters may ask of the core: start, inspect, abort, and decide escalations.
 
 Adapters call these with plain values and enqueue step tasks themselves (through tasks/),
-so the core never imports the queue or a chat SDK.
+so the core never imports the queue or a chat SDK. A change a human (or beat) makes to a run
+commits in one transaction with its audit record and the thread messages that announce it:
+whatever dies afterwards, the thread says what happened, once.
 """
 
 from __future__ import annotations
