@@ -268,10 +268,17 @@ def _bool(value: Any, what: str) -> bool:
 
 
 def _arguments(call: ToolCall) -> dict[str, Any]:
+    """The call's arguments object; one a model fenced or followed with prose (some open
+    models on OpenAI-compatible servers do) is read from its first `{`."""
+    text = call.arguments or "{}"
     try:
-        value = json.loads(call.arguments or "{}")
+        value = json.loads(text)
     except json.JSONDecodeError:
-        raise ProtocolError(f"the arguments of {call.name} are not valid JSON") from None
+        start = text.find("{")
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text, max(start, 0))
+        except json.JSONDecodeError:
+            raise ProtocolError(f"the arguments of {call.name} are not valid JSON") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"the arguments of {call.name} must be a JSON object")
     return value

@@ -106,9 +106,24 @@ def test_finish_with_report_of_a_worker_without_one_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    "arguments",
+    [
+        '```json\n{"worker": "writer", "instruction": "draft it"}\n```',
+        '{"worker": "writer", "instruction": "draft it"}\nI have assigned the writer.',
+        ' {"worker": "writer", "instruction": "draft it"}}',
+    ],
+    ids=["fenced", "prose-after", "stray-brace"],
+)
+def test_arguments_a_model_fenced_or_followed_with_prose_are_read(arguments: str) -> None:
+    decision = read_decision("", calls(("assign", arguments)), RESEARCH, REPORTS)
+    assert [(a.worker, a.instruction) for a in decision.assignments] == [("writer", "draft it")]
+
+
+@pytest.mark.parametrize(
     ("items", "message"),
     [
         ((("assign", '{"worker": "writer", "instr'),), "not valid JSON"),
+        ((("assign", "writer, draft it"),), "not valid JSON"),
         ((("assign", {"worker": "ghost", "instruction": "x"}),), "unknown worker"),
         ((("delegate", {"worker": "writer"}),), "unknown tool"),
         ((("review", {"worker": "writer", "accepted": True}),), "assign work, or finish"),
