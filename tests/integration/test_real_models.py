@@ -299,3 +299,19 @@ def test_a_filtered_reply_is_said_as_filtered(hosted_runtime) -> None:  # type: 
     [escalation] = rt.store.pending_escalations(run.id)
     assert escalation.guard == "protocol_failure"
     assert "finish_reason content_filter" in escalation.reason
+
+
+def test_fenced_tool_call_arguments_cost_no_reasks(hosted_runtime) -> None:  # type: ignore[no-untyped-def]
+    model = HostedModel(api_key=KEY, styles=Styles(fenced_arguments=1.0))
+    rt = hosted_runtime(model)
+    run = start(rt, "Research case fenced: compare queues")
+    drive(rt, run.id)
+    finished = rt.store.get_run(run.id)
+    assert finished.status == RunStatus.FINISHED, finished.error
+    reasked = [
+        m
+        for body in model.completions
+        for m in body["messages"]
+        if m["role"] == "user" and "That reply was invalid" in str(m.get("content"))
+    ]
+    assert reasked == []

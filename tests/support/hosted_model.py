@@ -171,6 +171,7 @@ class Styles:
     finish_with_report: float = 0.5  # hand over a report instead of writing the answer
     capitalised_names: float = 0.3  # "Research", "Writer"
     tool_calls_as_text: float = 0.0  # offered tools, writes the calls out as JSON text instead
+    fenced_arguments: float = 0.0  # a tool call's arguments fenced, as some open models do
     refuse_first: bool = False  # the first supervisor reply of a run is a refusal
     refuse_always: bool = False  # every supervisor reply is a refusal
     worker_refuses: bool = False  # a worker's reply is a refusal instead of a report
@@ -448,7 +449,7 @@ class HostedModel:
                 {
                     "id": f"call_{self.rng.getrandbits(48):012x}",
                     "type": "function",
-                    "function": {"name": name, "arguments": json.dumps(args)},
+                    "function": {"name": name, "arguments": self._arguments(args)},
                 }
                 for name, args in calls
             ]
@@ -471,6 +472,13 @@ class HostedModel:
             elif wrapping == "prose":
                 text = f"Sure! Here is my decision:\n\n{text}\n\nLet me know if you need more."
         return self._cut({"role": "assistant", "content": text}, limit)
+
+    def _arguments(self, args: dict[str, Any]) -> str:
+        text = json.dumps(args)
+        # Drawn only when the style is on, so other tests' replies stay as they were.
+        if self.styles.fenced_arguments and self.rng.random() < self.styles.fenced_arguments:
+            return f"```json\n{text}\n```"
+        return text
 
     def _work(
         self,
