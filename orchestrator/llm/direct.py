@@ -265,44 +265,53 @@ async def acompletion(
     logging_obj.update_environment_variables(
         litellm_params=litellm_params, optional_params=optional, model=target.model
     )
-    headers = dict(request.get("extra_headers") or {})
-    if target.handler is not None:
-        return await _custom(
-            target, messages, optional, litellm_params, logging_obj, headers, api_key, timeout
-        )
-    return await _http(
-        target, messages, optional, litellm_params, logging_obj, headers, api_key, timeout
+    call = _Call(
+        target,
+        messages,
+        optional,
+        litellm_params,
+        logging_obj,
+        dict(request.get("extra_headers") or {}),
+        api_key,
+        timeout,
     )
+    return await (_custom(call) if target.handler is not None else _http(call))
 
 
-async def _custom(
-    target: Target,
-    messages: list[dict[str, Any]],
-    optional: dict[str, Any],
-    litellm_params: dict[str, Any],
-    logging_obj: Logging,
-    headers: dict[str, Any],
-    api_key: str | None,
-    timeout: float,
-) -> ModelResponse:
+@dataclass
+class _Call:
+    """One completion as litellm's provider code takes it, prepared once for either route."""
+
+    target: Target
+    messages: list[dict[str, Any]]
+    optional: dict[str, Any]
+    litellm_params: dict[str, Any]
+    logging_obj: Logging
+    headers: dict[str, Any]
+    api_key: str | None
+    timeout: float
+
+
+async def _custom(call: _Call) -> ModelResponse:
     """As litellm's `_complete_custom_providers` calls the handler, minus the executor hop."""
+    target = call.target
     model_response = ModelResponse()
     model_response.usage = litellm.Usage()  # type: ignore[attr-defined]
     try:
         response = await target.handler.acompletion(
             model=target.model,
-            messages=messages,
-            headers=headers,
+            messages=call.messages,
+            headers=call.headers,
             model_response=model_response,
             print_verbose=print_verbose,
-            api_key=api_key,
+            api_key=call.api_key,
             api_base=target.api_base,
             acompletion=True,
-            logging_obj=logging_obj,
-            optional_params=optional,
-            litellm_params=litellm_params,
+            logging_obj=call.logging_obj,
+            optional_params=call.optional,
+            litellm_params=call.litellm_params,
             logger_fn=None,
-            timeout=timeout,
+            timeout=call.timeout,
             custom_prompt_dict={},
             client=None,
             encoding=_get_encoding(),
@@ -312,17 +321,11 @@ async def _custom(
     return response  # type: ignore[no-any-return]
 
 
-async def _http(
-    target: Target,
-    messages: list[dict[str, Any]],
-    optional: dict[str, Any],
-    litellm_params: dict[str, Any],
-    logging_obj: Logging,
-    headers: dict[str, Any],
-    api_key: str | None,
-    timeout: float,
-) -> ModelResponse:
+async def _http(call: _Call) -> ModelResponse:
     """As litellm's HTTP handler runs a provider config, on a client this module keeps."""
+    target, messages, optional = call.target, call.messages, call.optional
+    litellm_params, logging_obj, headers = call.litellm_params, call.logging_obj, call.headers
+    api_key, timeout = call.api_key, call.timeout
     config = target.config
     assert config is not None
     if api_key is None and target.provider == "openai":
