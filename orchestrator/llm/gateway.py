@@ -49,10 +49,15 @@ RETRYABLE = (
 )
 
 
+_QUOTA = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
+
+
 def retryable(exc: BaseException) -> bool:
     """Worth another attempt: the statuses the OpenAI SDK retries (408, 409, 429, any 5xx,
     which includes a proxy's 502 and Anthropic's 529 "overloaded" that litellm maps to
-    plain APIError) and connection failures; never a refused credential."""
+    plain APIError) and connection failures; never a refused credential or spent quota."""
+    if _QUOTA.search(str(exc)):
+        return False  # a 429 for an account out of credit: waiting does not help
     if isinstance(exc, RETRYABLE):
         return True
     status = getattr(exc, "status_code", None)

@@ -96,6 +96,16 @@ SERVER_ERROR = (
         "server_error",
     ),
 )
+# OpenAI's 429 for an account out of credit: waiting does not help.
+QUOTA_EXCEEDED = (
+    429,
+    _error(
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+        "insufficient_quota",
+    ),
+)
 # OpenAI's documented 503: "The engine is currently overloaded, please try again later".
 OVERLOADED = (
     503,
@@ -252,10 +262,16 @@ class HostedModel:
 
     # --- test controls -----------------------------------------------------------------
 
-    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
+    def fail_next(
+        self, status: int, times: int = 1, retry_after: float | None = None, quota: bool = False
+    ) -> None:
+        """The next `times` requests fail as the API fails with `status`; `quota`: the 429 of
+        an account out of credit."""
         body: dict[str, Any] | str = (
             BAD_GATEWAY_HTML
             if status == 502
+            else QUOTA_EXCEEDED[1]
+            if quota
             else {
                 429: RATE_LIMITED,
                 500: SERVER_ERROR,

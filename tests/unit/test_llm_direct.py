@@ -274,6 +274,17 @@ def test_overloaded_and_bad_gateway_are_retried(status: int, direct_path: bool) 
         assert len(ledger.rows) == 1
 
 
+@pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "litellm"])
+def test_an_exhausted_quota_is_not_retried_and_says_so(direct_path: bool) -> None:
+    """OpenAI's 429 insufficient_quota: out of credit, which waiting does not fix."""
+    with HostedModel(api_key=KEY) as model:
+        model.fail_next(429, quota=True)
+        gw, ledger, sleeps = gateway(hosted(model.url), direct=direct_path)
+        with pytest.raises(ModelUnavailable, match="exceeded your current quota"):
+            run(gw.complete(supervise_spec()))
+        assert len(model.completions) == 1 and sleeps.delays == [] and ledger.rows == []
+
+
 def test_a_bad_gateway_page_is_named_by_its_title_when_the_model_stays_down() -> None:
     with HostedModel(api_key=KEY) as model:
         model.fail_next(502, times=3)
