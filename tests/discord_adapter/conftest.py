@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,12 +11,12 @@ from typing import Any
 import discord.http
 import pytest
 from celery.worker import state as worker_state
-from sqlalchemy import update
+from sqlalchemy import select, text, update
 
 from bot.discord.app import SwitchboardBot, queue_services
 from bot.discord.port import DiscordPort, port_from_settings
 from orchestrator.settings import Settings
-from orchestrator.store.models import Run, RunStatus
+from orchestrator.store.models import Escalation, Run, RunStatus
 from orchestrator.store.repository import Store
 from orchestrator.teams import load_teams
 from tasks import bridge, runtime
@@ -23,6 +24,18 @@ from tasks.inprocess import EmbeddedWorker
 from tests.discord_adapter.fake_discord import GUILD, FakeDiscord, LoopThread
 
 APPROVER_ROLE = "1100000000000000777"
+
+
+def _distinct_run_ids(url: str) -> None:
+    """Start this database's run ids somewhere no other test's are: a step task of an earlier
+    test that the session's worker still holds (a retry scheduled for later, say) then finds
+    no run of its id here instead of stepping this test's run 1."""
+    store = Store(url)
+    with store.session() as session:
+        session.execute(
+            text("SELECT setval(pg_get_serial_sequence('runs', 'id'), :start)"),
+            {"start": random.randrange(1_000, 1_000_000_000)},
+        )
 
 
 def _settle(timeout: float = 30) -> None:
@@ -71,8 +84,26 @@ class Harness:
     def dispatch(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Feed an INTERACTION_CREATE through discord.py's own parser, like the gateway."""
         assert self.bot is not None
+        if payload["type"] == 5:  # MODAL_SUBMIT
+            self._wait_for_modal(payload["data"]["custom_id"])
         self.loop.call(self.bot._connection.parse_interaction_create, payload)
         return payload
+
+    def _wait_for_modal(self, custom_id: str, timeout: float = 10) -> None:
+        """discord.py files a modal it sent (to route its submission) only once Discord has
+        answered the callback that carried it; our Discord records that callback as it
+        arrives. A person cannot submit a modal in between; a test can: wait for the bot."""
+        assert self.bot is not None
+        store = self.bot._connection._view_store
+
+        async def filed() -> bool:  # read on the bot's loop, which owns the store
+            return custom_id in store._modals
+
+        deadline = time.monotonic() + timeout
+        while not self.loop.run(filed()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the bot never filed its modal {custom_id}")
+            time.sleep(0.01)
 
     def run(self, run_id: int) -> Run:
         run = self.store.get_run(run_id)
@@ -86,7 +117,17 @@ class Harness:
             if predicate(run):
                 return run
             time.sleep(0.05)
-        raise AssertionError(f"run {run_id} stuck at {self.run(run_id).status}")
+        run = self.run(run_id)
+        with self.store.sessions() as session:
+            history = [
+                (e.id, e.guard, e.status, e.decided_by)
+                for e in session.scalars(select(Escalation).where(Escalation.run_id == run_id))
+            ]
+        audit = [(a.action, a.outcome, a.actor) for a in self.store.audit_entries(run_id)]
+        raise AssertionError(
+            f"run {run_id} stuck at {run.status} (version {run.version}, error {run.error!r}); "
+            f"escalations {history}; audit {audit}"
+        )
 
     def followups(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Follow-up messages sent with this interaction's token."""
@@ -123,6 +164,7 @@ def make_harness(
             approvers={"users": [], "slack_usergroups": [], "discord_roles": [APPROVER_ROLE]},
             **teams,
         )
+        _distinct_run_ids(pg_url)
         settings = Settings(database_url=pg_url, teams_file=teams_file)
         runtime.install(runtime.build(settings))
         port = port_from_settings()  # the worker's port, on the tasks.bridge loop
