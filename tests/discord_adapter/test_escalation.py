@@ -22,6 +22,17 @@ def _buttons(message):
     return {c["custom_id"]: c for row in message["components"] for c in row["components"]}
 
 
+def _open_modal(h, who, run, button: str):  # type: ignore[no-untyped-def]
+    """Press an escalation button that asks for text; the modal the bot answers with."""
+    message = _escalation_message(h, run, int(button.rsplit(":", 1)[1]))
+    pressed = h.dispatch(
+        click(who, message, _buttons(message)[button]["custom_id"], h.fake.threads[run.thread])
+    )
+    answer = h.callback(pressed)
+    assert answer["type"] == 9  # MODAL
+    return answer["data"]
+
+
 def _text_inputs(modal):
     """The modal's text inputs, in action rows or (newer layout) labels."""
     return [
@@ -124,13 +135,8 @@ def test_refusal_then_approve_after_restart_then_abort(make_harness):
 def test_approve_with_a_note_opens_a_modal_and_the_note_reaches_the_run(make_harness):
     h = make_harness(**LOOPING)
     run, escalation = _start_looping_run(h)
-    message = _escalation_message(h, run, escalation.id)
-    note = _buttons(message)[f"switchboard:note:{escalation.id}"]
     carol = member(CAROL, "carol", [APPROVER_ROLE])
-    pressed = h.dispatch(click(carol, message, note["custom_id"], h.fake.threads[run.thread]))
-    answer = h.callback(pressed)
-    assert answer["type"] == 9  # MODAL
-    modal = answer["data"]
+    modal = _open_modal(h, carol, run, f"switchboard:note:{escalation.id}")
     inputs = _text_inputs(modal)
     assert inputs and modal["title"]
     values = {inputs[0]["custom_id"]: "tidy only the index page"}
@@ -175,13 +181,8 @@ def test_reject_opens_a_modal_and_the_reason_reaches_the_model(make_harness, tmp
         run_id = int(follow["content"].split("#", 1)[1].split()[0])
         run = h.wait_run(run_id, lambda r: r.status == RunStatus.AWAITING_APPROVAL)
         (escalation,) = h.store.pending_escalations(run_id)
-        message = _escalation_message(h, run, escalation.id)
-        reject = _buttons(message)[f"switchboard:reject:{escalation.id}"]
         carol = member(CAROL, "carol", [APPROVER_ROLE])
-        pressed = h.dispatch(click(carol, message, reject["custom_id"], h.fake.threads[run.thread]))
-        answer = h.callback(pressed)
-        assert answer["type"] == 9  # MODAL
-        modal = answer["data"]
+        modal = _open_modal(h, carol, run, f"switchboard:reject:{escalation.id}")
         assert modal["title"] == "Reject the call"
         inputs = _text_inputs(modal)
         values = {inputs[0]["custom_id"]: "not during the freeze"}

@@ -243,6 +243,16 @@ def test_an_unpriced_tier_with_dollar_limits_warns_and_budget_says_unpriced(
     assert "cost: unpriced" in reports.status_text(rt.store, run.id)
 
 
+def _paused_by_the_protocol(rt, request: str):  # type: ignore[no-untyped-def]
+    """Start and drive a run the supervisor's replies keep failing: its one pending pause."""
+    run = start(rt, request)
+    drive(rt, run.id)
+    assert rt.store.get_run(run.id).status == RunStatus.AWAITING_APPROVAL
+    [escalation] = rt.store.pending_escalations(run.id)
+    assert escalation.guard == "protocol_failure"
+    return escalation
+
+
 def test_a_refusal_is_reasked_and_a_lasting_one_is_quoted_in_the_pause(hosted_runtime) -> None:  # type: ignore[no-untyped-def]
     """OpenAI's refusal shape (`content` null, `refusal` set): a supervisor that refuses once
     is asked again and the run finishes; one that keeps refusing pauses the run, quoting it."""
@@ -254,11 +264,7 @@ def test_a_refusal_is_reasked_and_a_lasting_one_is_quoted_in_the_pause(hosted_ru
     assert finished.status == RunStatus.FINISHED, finished.error
 
     model.styles.refuse_always = True
-    run = start(rt, "Research case refusal again: compare brokers")
-    drive(rt, run.id)
-    assert rt.store.get_run(run.id).status == RunStatus.AWAITING_APPROVAL
-    [escalation] = rt.store.pending_escalations(run.id)
-    assert escalation.guard == "protocol_failure"
+    escalation = _paused_by_the_protocol(rt, "Research case refusal again: compare brokers")
     assert "I'm sorry, but I can't help with that." in escalation.reason
 
 
@@ -293,11 +299,7 @@ def test_a_filtered_reply_is_said_as_filtered(hosted_runtime) -> None:  # type: 
     assert "content filter withheld the reply" in finished.answer
 
     model.styles.worker_filtered, model.styles.supervisor_filtered = False, True
-    run = start(rt, "Research case filtered again: compare brokers")
-    drive(rt, run.id)
-    assert rt.store.get_run(run.id).status == RunStatus.AWAITING_APPROVAL
-    [escalation] = rt.store.pending_escalations(run.id)
-    assert escalation.guard == "protocol_failure"
+    escalation = _paused_by_the_protocol(rt, "Research case filtered again: compare brokers")
     assert "finish_reason content_filter" in escalation.reason
 
 
